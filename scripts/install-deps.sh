@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package attnscope needs to build, test and run.
+# Idempotent: when everything is already installed it only checks and exits.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git clang llvm
+  libtorch-dev libopenblas0-pthread
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libsentencepiece-dev sentencepiece
+  libspdlog-dev libfmt-dev libyaml-cpp-dev libabsl-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libpcre2-dev libutf8proc-dev libssl-dev
+  python3-torch python3-grpcio python3-grpc-tools python3-numpy python3-matplotlib
+  python3-pytest python3-protobuf python3-yaml
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
