@@ -1,0 +1,114 @@
+// The generation engine: prefill, KV-cached decode, sampling, stop rules, and attention
+// capture delivered to a sink as rows are produced. Knows nothing of gRPC.
+//
+// This header is torch-free on purpose: the command line, the service and the tests include
+// it without paying for libtorch's headers.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/engine/capture_spec.h"
+#include "server/model/model_config.h"
+
+namespace attnscope {
+
+// Where and in which precision the model runs.
+struct EngineOptions {
+  std::string model_dir;           // Hugging Face snapshot folder
+  std::string device = "cpu";      // "cpu", "cuda", "cuda:1"
+  std::string dtype = "float32";   // run dtype: float32, bfloat16, float16
+  // CUDA devices over which consecutive layers are spread; empty means all on `device`.
+  std::vector<std::string> layer_devices;
+};
+
+struct GenerationParams {
+  int max_new_tokens = 32;
+  bool greedy = true;            // false: sample with the fields below
+  float temperature = 1.0f;      // > 0 when sampling
+  int top_k = 0;                 // 0: off
+  float top_p = 1.0f;            // in (0, 1]
+  float repetition_penalty = 1.0f;  // 1: off; HF semantics (divide positive logits)
+  uint64_t seed = 0;
+  std::vector<int64_t> eos_token_ids;  // empty: the model's generation_config eos ids
+  // Stop once the decoded continuation contains one of these; needs `decode`.
+  std::vector<std::string> stop_strings;
+  std::function<std::string(const std::vector<int64_t>&)> decode;
+  bool save_logits = false;      // keep the logits row of every position (file sink)
+};
+
+// One slice of the [H_sel, T, T] attention tensor of one layer: query rows
+// [first_row, first_row + num_rows) by keys [0, key_length), for the captured heads.
+// Data is float32 on the host, layout [heads.size(), num_rows, key_length], and holds the
+// full rows (causal zeros included); it is valid only during the call.
+struct AttentionBlock {
+  int layer = 0;
+  const std::vector<int>* heads = nullptr;  // query-head indices, in capture order
+  int first_row = 0;
+  int num_rows = 0;
+  int key_length = 0;
+  const float* data = nullptr;
+};
+
+// Receives what the engine produces. Returning a non-OK status stops generation at once
+// with that status (that is how cancellation, deadlines and stalled readers stop a request).
+class GenerationObserver {
+ public:
+  virtual ~GenerationObserver() = default;
+  // Called once, before any model work, with the prompt ids.
+  virtual absl::Status OnStart(const std::vector<int64_t>& prompt_ids) { return absl::OkStatus(); }
+  // The prefill block per layer (rows 0..P-1), then one row per layer per decode step.
+  virtual absl::Status OnAttention(const AttentionBlock& block) { return absl::OkStatus(); }
+  // A newly sampled token (position = its index in the full sequence).
+  virtual absl::Status OnToken(int64_t token_id, int position) { return absl::OkStatus(); }
+  // Checked before every forward step; non-OK stops (cancellation, deadline).
+  virtual absl::Status CheckContinue() { return absl::OkStatus(); }
+};
+
+struct GenerationResult {
+  std::vector<int64_t> token_ids;   // prompt then generated
+  int prompt_length = 0;
+  std::string stop_reason;          // "eos", "max_new_tokens", "stop_string"
+  std::vector<float> logits;        // [T, vocab] when save_logits, else empty
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+class ModelRunner;  // defined in engine.cc; holds libtorch state
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+  ~Engine();
+
+  const ModelConfig& config() const { return config_; }
+  const EngineOptions& options() const { return options_; }
+
+  // Runs prefill and decode. With a non-empty capture spec, attention rows for every token,
+  // the last generated one included, reach `observer` (one extra forward step runs the last
+  // token so that it has a row; its logits are discarded). Thread-compatible: the service
+  // serialises calls.
+  absl::StatusOr<GenerationResult> Generate(const std::vector<int64_t>& prompt_ids,
+                                            const GenerationParams& params,
+                                            const CaptureSpec& capture,
+                                            GenerationObserver* observer);
+
+  // One uncached forward over `ids`: logits [T, vocab] (row-major) and, for captured layers,
+  // attention through the observer. Used by tests and by analysis probes.
+  absl::StatusOr<std::vector<float>> Forward(const std::vector<int64_t>& ids,
+                                             const CaptureSpec& capture,
+                                             GenerationObserver* observer);
+
+ private:
+  Engine(EngineOptions options, ModelConfig config, std::unique_ptr<ModelRunner> runner);
+  EngineOptions options_;
+  ModelConfig config_;
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+}  // namespace attnscope
