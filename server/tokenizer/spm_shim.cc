@@ -1,0 +1,1 @@
+extern "C" int attnscope_spm_placeholder() { return 0; }
