@@ -1,0 +1,255 @@
+"""`Client`: the attnscope gRPC service as Python calls returning numpy arrays."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Sequence, Union
+
+import grpc
+
+from attnscope import _protogen
+from attnscope.capture import Capture
+from attnscope.errors import AttnScopeError
+from attnscope.reassembly import StreamAssembler
+from attnscope.report import HeadReport
+
+pb2, pb2_grpc = _protogen.load()
+
+_DTYPE_VALUES = {"float32": pb2.DTYPE_FLOAT32, "float16": pb2.DTYPE_FLOAT16, "bfloat16": pb2.DTYPE_BFLOAT16}
+_ROW_VALUES = {"all": pb2.ROWS_ALL, "prompt": pb2.ROWS_PROMPT_ONLY, "generated": pb2.ROWS_GENERATED_ONLY}
+Messages = Sequence[Union[dict, tuple]]
+
+
+@dataclass
+class Tokenization:
+    ids: List[int]
+    tokens: List[str]
+    spans: List[tuple] = field(default_factory=list)  # (start, end) byte offsets in `text`
+    text: str = ""
+
+
+def _message_to_dict(message) -> dict:
+    from google.protobuf.json_format import MessageToDict
+    return MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)
+
+
+def _set_input(request, text, messages, ids, add_generation_prompt=True) -> None:
+    given = [name for name, value in (("text", text), ("messages", messages), ("ids", ids)) if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of text=, messages=, ids= (got {given or 'none'})")
+    if text is not None:
+        request.text = text
+    elif messages is not None:
+        for message in messages:
+            role, content = (message["role"], message["content"]) if isinstance(message, dict) else message
+            request.messages.messages.add(role=role, content=content)
+        request.messages.add_generation_prompt = add_generation_prompt
+    else:
+        request.ids.ids.extend(int(i) for i in ids)
+
+
+def _set_generation(params, max_new_tokens, greedy, temperature, top_p, top_k, seed,
+                    repetition_penalty, stop_strings, eos_token_ids) -> None:
+    if max_new_tokens is not None:
+        params.max_new_tokens = int(max_new_tokens)
+    if greedy is not None:
+        params.greedy = bool(greedy)
+    elif temperature is not None or top_p is not None or top_k:
+        params.greedy = False  # asking for sampling parameters means sampling
+    if temperature is not None:
+        params.temperature = float(temperature)
+    if top_p is not None:
+        params.top_p = float(top_p)
+    if top_k:
+        params.top_k = int(top_k)
+    if seed:
+        params.seed = int(seed)
+    if repetition_penalty is not None:
+        params.repetition_penalty = float(repetition_penalty)
+    params.stop_strings.extend(stop_strings or [])
+    params.eos_token_ids.extend(int(i) for i in (eos_token_ids or []))
+
+
+class _Progress:
+    """A tqdm bar (or a plain stderr line without tqdm) that appears only once a capture has
+    taken more than `delay` seconds, so quick calls print nothing."""
+
+    def __init__(self, total_tokens: Optional[int], enabled: bool, delay: float = 1.0):
+        self._total = total_tokens
+        self._enabled = enabled
+        self._start = time.monotonic()
+        self._delay = delay
+        self._bar = None
+        self._last_line = 0.0
+        self._tokens = 0
+
+    def update(self, assembler: StreamAssembler) -> None:
+        if not self._enabled:
+            return
+        now = time.monotonic()
+        if now - self._start < self._delay:
+            return
+        tokens = len(assembler.generated_ids)
+        megabytes = assembler.bytes_received / 1e6
+        if self._bar is None and self._last_line == 0.0:
+            try:
+                from tqdm import tqdm  # optional dependency
+                self._bar = tqdm(total=self._total, unit="tok", desc="attnscope capture", leave=False)
+            except ImportError:
+                self._bar = None
+        if self._bar is not None:
+            self._bar.update(tokens - self._tokens)
+            self._bar.set_postfix_str(f"{megabytes:.1f} MB attention", refresh=False)
+        elif now - self._last_line >= 1.0:
+            total = f"/{self._total}" if self._total else ""
+            print(f"attnscope capture: {tokens}{total} tokens, {megabytes:.1f} MB attention",
+                  file=sys.stderr, flush=True)
+            self._last_line = now
+        self._tokens = tokens
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class Client:
+    """Connects to an attnscope server.
+
+    address: "host:port". token: API key sent as `authorization: Bearer <token>`.
+    tls: False (plain), True (system roots) or the path of a PEM root certificate.
+    """
+
+    def __init__(self, address: str, token: Optional[str] = None, tls: Union[bool, str] = False,
+                 timeout: Optional[float] = None):
+        self.address = address
+        self.timeout = timeout
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        if tls:
+            root = None
+            if isinstance(tls, str):
+                with open(tls, "rb") as f:
+                    root = f.read()
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options)
+        else:
+            self._channel = grpc.insecure_channel(address, options)
+        self._metadata = [("authorization", f"Bearer {token}")] if token else None
+        self._stub = pb2_grpc.AttnScopeStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise AttnScopeError(error.code().name, error.details() or "") from None
+
+    # ---- RPCs --------------------------------------------------------------------------------
+
+    def generate(self, text: Optional[str] = None, messages: Optional[Messages] = None,
+                 ids: Optional[Sequence[int]] = None, *, max_new_tokens: Optional[int] = None,
+                 greedy: Optional[bool] = None, temperature: Optional[float] = None,
+                 top_p: Optional[float] = None, top_k: int = 0, seed: int = 0,
+                 repetition_penalty: Optional[float] = None, stop_strings: Sequence[str] = (),
+                 eos_token_ids: Sequence[int] = (), layers: Sequence[int] = (),
+                 heads: Sequence[int] = (), dtype: str = "float32", rows: str = "all",
+                 capture: bool = True, plain_text: bool = False, add_generation_prompt: bool = True,
+                 on_token: Optional[Callable] = None, progress: bool = True,
+                 client_tag: str = "") -> Capture:
+        """Generates and returns the Capture (attention of `layers` x `heads`, all by default).
+
+        on_token(event) is called for every generated token (event.id, .position, .text, .token).
+        rows: "all", "prompt" or "generated". plain_text: special-token spellings in `text` are
+        ordinary text. Raises AttnScopeError on a server error, IncompleteStreamError when the
+        stream is cut short or fails verification.
+        """
+        request = pb2.GenerateRequest(client_tag=client_tag)
+        _set_input(request, text, messages, ids, add_generation_prompt)
+        if plain_text:
+            request.parse_special_tokens = False
+        _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k, seed,
+                        repetition_penalty, stop_strings, eos_token_ids)
+        if dtype not in _DTYPE_VALUES:
+            raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPE_VALUES)}")
+        if rows not in _ROW_VALUES:
+            raise ValueError(f"rows {rows!r} is not one of {sorted(_ROW_VALUES)}")
+        request.capture.layers.extend(int(x) for x in layers)
+        request.capture.heads.extend(int(x) for x in heads)
+        request.capture.dtype = _DTYPE_VALUES[dtype]
+        request.capture.rows = _ROW_VALUES[rows]
+        request.capture.disabled = not capture
+
+        progress_display = _Progress(max_new_tokens, progress)
+        assembler = StreamAssembler(on_token=on_token, on_progress=progress_display.update)
+        try:
+            stream = self._stub.GenerateWithAttention(request, metadata=self._metadata, timeout=self.timeout)
+            for response in stream:
+                assembler.feed(response)
+        except grpc.RpcError as error:
+            raise AttnScopeError(error.code().name, error.details() or "") from None
+        finally:
+            progress_display.close()
+        return assembler.finish()
+
+    def analyze(self, text: Optional[str] = None, messages: Optional[Messages] = None,
+                ids: Optional[Sequence[int]] = None, *, max_new_tokens: Optional[int] = None,
+                greedy: Optional[bool] = None, temperature: Optional[float] = None,
+                top_p: Optional[float] = None, top_k_sampling: int = 0, seed: int = 0,
+                stop_strings: Sequence[str] = (), layers: Sequence[int] = (), heads: Sequence[int] = (),
+                terms: Sequence[str] = (), queries: Sequence[str] = (), query_positions: int = 0,
+                top_k: int = 0, beginning_k: int = 0, self_threshold: Optional[float] = None,
+                focused_entropy_threshold: Optional[float] = None,
+                induction_probe: Optional[tuple] = None, include_term_submatrix: bool = False,
+                plain_text: bool = False, add_generation_prompt: bool = True,
+                client_tag: str = "") -> HeadReport:
+        """Runs AnalyzeHeads: per-layer and per-head metrics computed inside the server.
+
+        top_k is the number of keys listed per query (the sampling top-k is top_k_sampling).
+        induction_probe=(n, seed) replaces the input by n random ids repeated twice.
+        """
+        request = pb2.AnalyzeRequest(client_tag=client_tag)
+        if induction_probe is None or any(v is not None for v in (text, messages, ids)):
+            _set_input(request, text, messages, ids, add_generation_prompt)
+        if plain_text:
+            request.parse_special_tokens = False
+        _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k_sampling,
+                        seed, None, stop_strings, ())
+        spec = request.analysis
+        spec.layers.extend(int(x) for x in layers)
+        spec.heads.extend(int(x) for x in heads)
+        spec.terms.extend(terms)
+        spec.queries.extend(queries)
+        spec.query_positions = int(query_positions)
+        spec.top_k = int(top_k)
+        spec.beginning_k = int(beginning_k)
+        if self_threshold is not None:
+            spec.self_threshold = float(self_threshold)
+        if focused_entropy_threshold is not None:
+            spec.focused_entropy_threshold = float(focused_entropy_threshold)
+        if induction_probe is not None:
+            spec.induction_probe.length, spec.induction_probe.seed = int(induction_probe[0]), int(induction_probe[1])
+        spec.include_term_submatrix = include_term_submatrix
+        return HeadReport.from_response(self._call(self._stub.AnalyzeHeads, request))
+
+    def model_info(self) -> dict:
+        """{"model": {...}, "limits": {...}, "server_version": ...} as plain Python values."""
+        return _message_to_dict(self._call(self._stub.GetModelInfo, pb2.GetModelInfoRequest()))
+
+    def tokenize(self, text: Optional[str] = None, messages: Optional[Messages] = None,
+                 ids: Optional[Sequence[int]] = None, *, plain_text: bool = False,
+                 add_generation_prompt: bool = True) -> Tokenization:
+        request = pb2.TokenizeRequest()
+        _set_input(request, text, messages, ids, add_generation_prompt)
+        if plain_text:
+            request.parse_special_tokens = False
+        response = self._call(self._stub.Tokenize, request)
+        return Tokenization(ids=list(response.ids), tokens=list(response.tokens),
+                            spans=[(s.start, s.end) for s in response.spans], text=response.text)
