@@ -30,7 +30,7 @@ struct ModelConfig {
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;  // generation_config.json wins over config.json
   std::string torch_dtype;      // as written, informational
-  std::string config_sha256;    // hex digest of config.json's bytes, for capture metadata
+  std::string config_hash;      // "fnv1a64:<hex>" of config.json's bytes, for capture metadata
 };
 
 // Reads DIR/config.json and, where present, DIR/generation_config.json.

@@ -1,0 +1,213 @@
+#include "server/engine/capture_file.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "server/model/safetensors.h"
+
+namespace attnscope {
+
+namespace {
+
+float HalfToFloat(uint16_t half) {
+  const uint32_t sign = (half & 0x8000u) << 16;
+  uint32_t exponent = (half >> 10) & 0x1F;
+  uint32_t mantissa = half & 0x3FF;
+  uint32_t bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exponent = 127 - 15 + 1;
+      while ((mantissa & 0x400) == 0) {
+        mantissa <<= 1;
+        --exponent;
+      }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float value;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+
+std::vector<float> ToFloats(const uint8_t* data, int64_t count, TensorDType dtype) {
+  std::vector<float> values(count);
+  for (int64_t i = 0; i < count; ++i) {
+    if (dtype == TensorDType::kF32) {
+      std::memcpy(&values[i], data + 4 * i, 4);
+    } else {
+      uint16_t raw;
+      std::memcpy(&raw, data + 2 * i, 2);
+      if (dtype == TensorDType::kF16) {
+        values[i] = HalfToFloat(raw);
+      } else {
+        const uint32_t bits = static_cast<uint32_t>(raw) << 16;
+        std::memcpy(&values[i], &bits, 4);
+      }
+    }
+  }
+  return values;
+}
+
+}  // namespace
+
+CaptureAssembler::CaptureAssembler(CaptureSpec spec) : spec_(std::move(spec)) {
+  for (int layer : spec_.layers) rows_[layer];
+}
+
+absl::Status CaptureAssembler::AddBytes(int layer, int first_row, int num_rows, int key_length,
+                                        const void* data, size_t size_bytes) {
+  auto layer_it = rows_.find(layer);
+  if (layer_it == rows_.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk layer ", layer, " was not captured"));
+  }
+  if (first_row < 0 || num_rows <= 0 || key_length <= 0 || key_length > first_row + num_rows) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk rows [", first_row, ", ", first_row + num_rows,
+                                                   ") with key_length ", key_length,
+                                                   " are not a causal slice"));
+  }
+  const size_t heads = spec_.heads.size();
+  const size_t element = CaptureDTypeSize(spec_.dtype);
+  const size_t row_bytes = static_cast<size_t>(key_length) * element;
+  if (size_bytes != heads * num_rows * row_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk of layer ", layer, " has ", size_bytes,
+                                                   " bytes, expected ", heads * num_rows * row_bytes,
+                                                   " for ", heads, " heads x ", num_rows, " rows x ",
+                                                   key_length, " keys"));
+  }
+  const char* bytes = static_cast<const char*>(data);
+  for (int r = 0; r < num_rows; ++r) {
+    Row& row = layer_it->second[first_row + r];
+    row.key_length = key_length;
+    row.bytes.resize(heads * row_bytes);
+    for (size_t h = 0; h < heads; ++h) {
+      std::memcpy(row.bytes.data() + h * row_bytes,
+                  bytes + (h * num_rows + r) * row_bytes, row_bytes);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CaptureAssembler::AddFloats(const AttentionBlock& block) {
+  std::string converted;
+  const size_t count = block.heads->size() * static_cast<size_t>(block.num_rows) * block.key_length;
+  ConvertFloats(block.data, count, spec_.dtype, &converted);
+  return AddBytes(block.layer, block.first_row, block.num_rows, block.key_length, converted.data(),
+                  converted.size());
+}
+
+int CaptureAssembler::RowsReceived(int layer) const {
+  auto it = rows_.find(layer);
+  return it == rows_.end() ? 0 : static_cast<int>(it->second.size());
+}
+
+std::string CaptureAssembler::LayerBytes(int layer, int total_tokens) const {
+  const size_t heads = spec_.heads.size();
+  const size_t element = CaptureDTypeSize(spec_.dtype);
+  const size_t t = static_cast<size_t>(total_tokens);
+  std::string out(heads * t * t * element, '\0');
+  auto it = rows_.find(layer);
+  if (it == rows_.end()) return out;
+  for (const auto& [row_index, row] : it->second) {
+    if (row_index >= total_tokens) continue;
+    const size_t key_length = std::min<size_t>(row.key_length, t);
+    const size_t row_bytes = static_cast<size_t>(row.key_length) * element;
+    for (size_t h = 0; h < heads; ++h) {
+      std::memcpy(out.data() + ((h * t + row_index) * t) * element,
+                  row.bytes.data() + h * row_bytes, key_length * element);
+    }
+  }
+  return out;
+}
+
+absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<int64_t>& token_ids,
+                                     const CaptureMetadata& metadata,
+                                     const std::vector<float>* logits, int vocab_size) const {
+  const int total = static_cast<int>(token_ids.size());
+  std::vector<std::string> layer_bytes;
+  std::vector<TensorToWrite> tensors;
+  tensors.push_back({"token_ids", TensorDType::kI64, {total}, token_ids.data(),
+                     token_ids.size() * sizeof(int64_t)});
+  auto dtype = ParseTensorDType(CaptureDTypeSafetensorsName(spec_.dtype));
+  layer_bytes.reserve(spec_.layers.size());
+  for (int layer : spec_.layers) {
+    layer_bytes.push_back(LayerBytes(layer, total));
+    tensors.push_back({absl::StrCat("attention.", layer), *dtype,
+                       {static_cast<int64_t>(spec_.heads.size()), total, total},
+                       layer_bytes.back().data(), layer_bytes.back().size()});
+  }
+  if (logits != nullptr && !logits->empty()) {
+    tensors.push_back({"logits", TensorDType::kF32,
+                       {static_cast<int64_t>(logits->size() / vocab_size), vocab_size},
+                       logits->data(), logits->size() * sizeof(float)});
+  }
+  std::map<std::string, std::string> meta;
+  meta["format"] = "attnscope.capture.v1";
+  meta["prompt_length"] = std::to_string(metadata.prompt_length);
+  meta["layers"] = nlohmann::json(spec_.layers).dump();
+  meta["heads"] = nlohmann::json(spec_.heads).dump();
+  meta["dtype"] = CaptureDTypeName(spec_.dtype);
+  meta["model"] = metadata.model;
+  meta["stop_reason"] = metadata.stop_reason;
+  if (!metadata.tokens.empty()) {
+    meta["tokens"] = nlohmann::json(metadata.tokens).dump(-1, ' ', false,
+                                                          nlohmann::json::error_handler_t::replace);
+    meta["generated_text"] = metadata.generated_text;
+  }
+  return WriteSafetensors(path, tensors, meta);
+}
+
+absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
+  auto file = SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+  CaptureFileContents contents;
+  contents.metadata = (*file)->metadata();
+  auto meta = [&](const std::string& key) {
+    auto it = contents.metadata.find(key);
+    return it == contents.metadata.end() ? std::string() : it->second;
+  };
+  if (meta("format") != "attnscope.capture.v1") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": __metadata__ format is '", meta("format"), "', not attnscope.capture.v1"));
+  }
+  try {
+    contents.layers = nlohmann::json::parse(meta("layers")).get<std::vector<int>>();
+    contents.heads = nlohmann::json::parse(meta("heads")).get<std::vector<int>>();
+    contents.prompt_length = std::stoi(meta("prompt_length"));
+    if (!meta("tokens").empty()) {
+      contents.tokens = nlohmann::json::parse(meta("tokens")).get<std::vector<std::string>>();
+    }
+  } catch (const std::exception& error) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": malformed metadata: ", error.what()));
+  }
+  const TensorInfo* ids = (*file)->Find("token_ids");
+  if (ids == nullptr || ids->dtype != TensorDType::kI64 || ids->shape.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": token_ids I64 [T] missing"));
+  }
+  contents.token_ids.resize(ids->numel());
+  std::memcpy(contents.token_ids.data(), (*file)->Data(*ids), ids->numel() * sizeof(int64_t));
+  const int64_t total = ids->numel();
+  for (int layer : contents.layers) {
+    const std::string name = absl::StrCat("attention.", layer);
+    const TensorInfo* info = (*file)->Find(name);
+    const std::vector<int64_t> expected = {static_cast<int64_t>(contents.heads.size()), total, total};
+    if (info == nullptr || info->shape != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' missing or not [",
+                                                     contents.heads.size(), ",", total, ",", total, "]"));
+    }
+    contents.attention[layer] = ToFloats((*file)->Data(*info), info->numel(), info->dtype);
+  }
+  if (const TensorInfo* logits = (*file)->Find("logits"); logits != nullptr) {
+    contents.logits = ToFloats((*file)->Data(*logits), logits->numel(), logits->dtype);
+  }
+  return contents;
+}
+
+}  // namespace attnscope

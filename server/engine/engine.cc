@@ -1,0 +1,241 @@
+#include "server/engine/engine.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "server/engine/sampler.h"
+#include "server/model/transformer.h"
+
+namespace attnscope {
+
+class ModelRunner {
+ public:
+  explicit ModelRunner(std::unique_ptr<Transformer> model) : model(std::move(model)) {}
+  std::unique_ptr<Transformer> model;
+};
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Routes the transformer's per-layer probabilities to the observer as AttentionBlocks,
+// dropping rows outside the capture's row selection.
+class CaptureRouter {
+ public:
+  CaptureRouter(const CaptureSpec& spec, int num_layers, int prompt_length,
+                GenerationObserver* observer)
+      : spec_(spec), prompt_length_(prompt_length), observer_(observer) {
+    request_.layer_captured.assign(num_layers, false);
+    for (int layer : spec.layers) request_.layer_captured[layer] = true;
+    std::vector<int64_t> heads(spec.heads.begin(), spec.heads.end());
+    request_.heads = at::tensor(heads, at::TensorOptions().dtype(at::kLong));
+    request_.on_probs = [this](int layer, int first_row, const at::Tensor& probs) {
+      return Deliver(layer, first_row, probs);
+    };
+  }
+  const AttentionCaptureRequest* request() const { return spec_.enabled() ? &request_ : nullptr; }
+
+ private:
+  absl::Status Deliver(int layer, int first_row, const at::Tensor& probs) {
+    // probs: [heads, rows, key_len] float32 on the host.
+    int begin = first_row, end = first_row + static_cast<int>(probs.size(1));
+    if (spec_.rows == CaptureRows::kPromptOnly) end = std::min(end, prompt_length_);
+    if (spec_.rows == CaptureRows::kGeneratedOnly) begin = std::max(begin, prompt_length_);
+    if (begin >= end) return absl::OkStatus();
+    at::Tensor rows = probs.narrow(1, begin - first_row, end - begin).contiguous();
+    AttentionBlock block;
+    block.layer = layer;
+    block.heads = &spec_.heads;
+    block.first_row = begin;
+    block.num_rows = end - begin;
+    block.key_length = static_cast<int>(probs.size(2));
+    block.data = rows.data_ptr<float>();
+    return observer_->OnAttention(block);
+  }
+
+  const CaptureSpec& spec_;
+  int prompt_length_;
+  GenerationObserver* observer_;
+  AttentionCaptureRequest request_;
+};
+
+std::vector<float> RowToHost(const at::Tensor& logits, int64_t row) {
+  at::Tensor host = logits[row].to(at::kCPU).contiguous();
+  return std::vector<float>(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
+}
+
+absl::Status ValidateCapture(const CaptureSpec& capture, const ModelConfig& config) {
+  for (int layer : capture.layers) {
+    if (layer < 0 || layer >= config.num_hidden_layers) {
+      return absl::OutOfRangeError(absl::StrCat("layers: index ", layer, " is out of range [0, ",
+                                                config.num_hidden_layers, ")"));
+    }
+  }
+  for (int head : capture.heads) {
+    if (head < 0 || head >= config.num_attention_heads) {
+      return absl::OutOfRangeError(absl::StrCat("heads: index ", head, " is out of range [0, ",
+                                                config.num_attention_heads, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Engine::Engine(EngineOptions options, ModelConfig config, std::unique_ptr<ModelRunner> runner)
+    : options_(std::move(options)), config_(std::move(config)), runner_(std::move(runner)) {}
+
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  auto config = LoadModelConfig(options.model_dir);
+  if (!config.ok()) return config.status();
+  auto dtype = ParseRunDType(options.dtype);
+  if (!dtype.ok()) return dtype.status();
+  std::vector<at::Device> layer_devices;
+  try {
+    at::Device device(options.device);
+    if (device.is_cuda() && !at::hasCUDA()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device '", options.device, "': this build or machine has no CUDA"));
+    }
+    if (*dtype != at::kFloat && device.is_cpu() && *dtype == at::kHalf) {
+      return absl::InvalidArgumentError("dtype float16 is not supported on CPU; use float32 or bfloat16");
+    }
+    if (!options.layer_devices.empty()) {
+      // Consecutive layers per device: ["cuda:0", "cuda:1"] splits the stack in two halves.
+      const int layers = config->num_hidden_layers;
+      const int parts = static_cast<int>(options.layer_devices.size());
+      for (int i = 0; i < layers; ++i) {
+        layer_devices.emplace_back(options.layer_devices[static_cast<int64_t>(i) * parts / layers]);
+      }
+    }
+    auto model = Transformer::Load(options.model_dir, *config, device, *dtype, layer_devices);
+    if (!model.ok()) return model.status();
+    return std::unique_ptr<Engine>(
+        new Engine(options, *config, std::make_unique<ModelRunner>(std::move(*model))));
+  } catch (const std::exception& error) {
+    return absl::InternalError(absl::StrCat("loading ", options.model_dir, ": ", error.what()));
+  }
+}
+
+absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& ids,
+                                                   const CaptureSpec& capture,
+                                                   GenerationObserver* observer) {
+  if (auto status = ValidateCapture(capture, config_); !status.ok()) return status;
+  try {
+    Transformer& model = *runner_->model;
+    KVCache cache = model.NewCache(static_cast<int>(ids.size()));
+    CaptureRouter router(capture, config_.num_hidden_layers, static_cast<int>(ids.size()), observer);
+    auto logits = model.Forward(ids, &cache, router.request());
+    if (!logits.ok()) return logits.status();
+    at::Tensor host = logits->to(at::kCPU).contiguous();
+    return std::vector<float>(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
+  } catch (const std::exception& error) {
+    return absl::InternalError(absl::StrCat("forward failed: ", error.what()));
+  }
+}
+
+absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& prompt_ids,
+                                                  const GenerationParams& params,
+                                                  const CaptureSpec& capture,
+                                                  GenerationObserver* observer) {
+  GenerationObserver default_observer;
+  if (observer == nullptr) observer = &default_observer;
+  if (prompt_ids.empty()) return absl::InvalidArgumentError("input: the prompt has no tokens");
+  if (params.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens: ", params.max_new_tokens, " is negative"));
+  }
+  if (!params.greedy && !(params.temperature > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature: ", params.temperature, " must be > 0 when sampling"));
+  }
+  if (!(params.top_p > 0 && params.top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p: ", params.top_p, " is outside (0, 1]"));
+  }
+  if (auto status = ValidateCapture(capture, config_); !status.ok()) return status;
+  const int64_t capacity = static_cast<int64_t>(prompt_ids.size()) + params.max_new_tokens + 1;
+  if (capacity > config_.max_position_embeddings) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt (", prompt_ids.size(), ") + max_new_tokens (", params.max_new_tokens,
+        ") exceeds the model's max_position_embeddings ", config_.max_position_embeddings));
+  }
+  const std::vector<int64_t>& eos_ids =
+      params.eos_token_ids.empty() ? config_.eos_token_ids : params.eos_token_ids;
+  const int prompt_length = static_cast<int>(prompt_ids.size());
+
+  try {
+    Transformer& model = *runner_->model;
+    GenerationResult result;
+    result.prompt_length = prompt_length;
+    result.token_ids = prompt_ids;
+    if (auto status = observer->OnStart(prompt_ids); !status.ok()) return status;
+    if (auto status = observer->CheckContinue(); !status.ok()) return status;
+
+    KVCache cache = model.NewCache(static_cast<int>(capacity));
+    CaptureRouter router(capture, config_.num_hidden_layers, prompt_length, observer);
+    const AttentionCaptureRequest* capture_request = router.request();
+    const bool capture_generated = capture.enabled() && capture.rows != CaptureRows::kPromptOnly;
+
+    auto start = Clock::now();
+    auto logits = model.Forward(prompt_ids, &cache, capture_request);
+    if (!logits.ok()) return logits.status();
+    const int vocab = config_.vocab_size;
+    auto keep_logits = [&](const at::Tensor& rows) {
+      if (!params.save_logits) return;
+      at::Tensor host = rows.to(at::kCPU).contiguous();
+      result.logits.insert(result.logits.end(), host.data_ptr<float>(),
+                           host.data_ptr<float>() + host.numel());
+    };
+    keep_logits(*logits);
+    std::vector<float> next_logits = RowToHost(*logits, logits->size(0) - 1);
+    result.prefill_seconds = SecondsSince(start);
+
+    start = Clock::now();
+    Sampler sampler(params);
+    std::string stop_reason = "max_new_tokens";
+    for (int step = 0; step < params.max_new_tokens; ++step) {
+      const int64_t token = sampler.Next(next_logits, result.token_ids);
+      result.token_ids.push_back(token);
+      const int position = static_cast<int>(result.token_ids.size()) - 1;
+      if (auto status = observer->OnToken(token, position); !status.ok()) return status;
+
+      bool stop = step + 1 == params.max_new_tokens;
+      if (std::find(eos_ids.begin(), eos_ids.end(), token) != eos_ids.end()) {
+        stop_reason = "eos";
+        stop = true;
+      } else if (!params.stop_strings.empty() && params.decode) {
+        const std::string text = params.decode(std::vector<int64_t>(
+            result.token_ids.begin() + prompt_length, result.token_ids.end()));
+        for (const auto& stop_string : params.stop_strings) {
+          if (!stop_string.empty() && text.find(stop_string) != std::string::npos) {
+            stop_reason = "stop_string";
+            stop = true;
+          }
+        }
+      }
+      // The last token also runs through the model when its attention row (or its logits)
+      // is wanted; its logits are not used for sampling.
+      if (stop && !capture_generated && !params.save_logits) break;
+      if (auto status = observer->CheckContinue(); !status.ok()) return status;
+      auto step_logits = model.Forward({token}, &cache, capture_request);
+      if (!step_logits.ok()) return step_logits.status();
+      keep_logits(*step_logits);
+      if (stop) break;
+      next_logits = RowToHost(*step_logits, 0);
+    }
+    result.stop_reason = stop_reason;
+    if (params.save_logits) result.logits.resize(result.token_ids.size() * vocab);
+    result.decode_seconds = SecondsSince(start);
+    return result;
+  } catch (const std::exception& error) {
+    return absl::InternalError(absl::StrCat("generation failed: ", error.what()));
+  }
+}
+
+}  // namespace attnscope
