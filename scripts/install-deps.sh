@@ -14,6 +14,27 @@ PACKAGES=(
   python3-pytest python3-protobuf python3-yaml
 )
 
+# ATTNSCOPE_SKIP_TORCH=1 leaves out Debian's libtorch (1.13, CPU-only) and its Python
+# binding: the CUDA container (deploy/Dockerfile) brings the official libtorch 2.x C++
+# distribution in /opt/libtorch instead, and its Ubuntu base has no such package.
+if [ "${ATTNSCOPE_SKIP_TORCH:-0}" = "1" ]; then
+  kept=()
+  for pkg in "${PACKAGES[@]}"; do
+    case "$pkg" in
+      libtorch-dev | python3-torch) ;;
+      *) kept+=("$pkg") ;;
+    esac
+  done
+  PACKAGES=("${kept[@]}")
+fi
+
+# ATTNSCOPE_PRINT_PACKAGES=1 prints the package list (one a line) and exits: for tests and
+# for reviewing what a container build will install.
+if [ "${ATTNSCOPE_PRINT_PACKAGES:-0}" = "1" ]; then
+  printf '%s\n' "${PACKAGES[@]}"
+  exit 0
+fi
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
