@@ -150,6 +150,24 @@ def layer_head_map(report: HeadReport, metric: str = "entropy", figsize=(8, 5), 
     return _finish(figure, path)
 
 
+def find_query_positions(tokens: Sequence[str], query: str) -> List[int]:
+    """Positions of the token that ends each occurrence of `query` (case-insensitive) in the
+    concatenated token strings, so a word split over several tokens (or bytes) is found too."""
+    starts, text = [], ""
+    for token in tokens:
+        starts.append(len(text))
+        text += token
+    lowered, needle = text.lower(), query.lower()
+    positions, begin = [], lowered.find(needle)
+    while needle and begin >= 0:
+        last_char = begin + len(needle) - 1
+        position = max(i for i, start in enumerate(starts) if start <= last_char)
+        if position not in positions:
+            positions.append(position)
+        begin = lowered.find(needle, begin + 1)
+    return positions
+
+
 def top_k_keys(capture: Capture, layer: int, query_position: int, head: Optional[int] = None,
                k: int = 10) -> List[tuple]:
     """(position, token, weight) of the k keys `query_position` attends to most (one head, or
@@ -173,7 +191,7 @@ def top_k_bar(source: Union[Capture, HeadReport], query: str, layer: int, head: 
     title = f"top-{k} keys of {query!r}, layer {layer}, " + (f"head {head}" if head is not None else "mean of heads")
     if isinstance(source, Capture):
         labels = source.token_labels()
-        matches = [i for i, t in enumerate(labels) if query.lower() in t.lower()]
+        matches = find_query_positions(labels, query)
         if occurrence < len(matches):
             position = matches[occurrence]
             keys = top_k_keys(source, layer, position, head, k)

@@ -50,6 +50,26 @@ class HeadReport:
         return cls(rows, layer_stats, data, list(response.token_ids), response.prompt_length,
                    response.generated_text, response.stop_reason, response.request_id)
 
+    @classmethod
+    def from_json(cls, doc) -> "HeadReport":
+        """From the report JSON document (a dict or its text), e.g. `attnscope analyze --json`."""
+        data = json.loads(doc) if isinstance(doc, (str, bytes)) else doc
+        rows, layer_stats = [], []
+        for layer in data.get("layers", []):
+            layer_stats.append({k: layer.get(k) for k in
+                                ("layer", "num_heads", "seq_length", "mean_attention", "max_attention",
+                                 "attention_entropy")})
+            for head in layer.get("heads", []):
+                row = {"layer": layer["layer"], "head": head["head"], "type": head.get("type", "")}
+                generated = head.get("generated_rows")
+                for metric in METRICS:
+                    row[metric] = head.get(metric)
+                for metric in METRICS:
+                    row["gen_" + metric] = generated.get(metric) if generated else None
+                rows.append(row)
+        return cls(rows, layer_stats, data, [], int(data.get("prompt_length", 0)),
+                   data.get("generated_text", ""))
+
     # ---- views -------------------------------------------------------------------------------
 
     @property

@@ -1,5 +1,7 @@
 """The plots write PNGs of the requested pixel size that carry a picture (not blank)."""
 
+import json
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -97,3 +99,27 @@ def test_top_k_bar_from_capture_and_report(tmp_path, capture, report):
     assert heights == pytest.approx(sorted(row, reverse=True)[:3])
     figure = plot.top_k_bar(report, "sales", layer=1, k=3)
     assert [p.get_height() for p in figure.axes[0].patches] == [0.5, 0.3, 0.2]
+
+
+def test_query_positions_span_split_tokens():
+    tokens = ["Net", " s", "al", "es", " rose", "; sales", "!"]
+    assert plot.find_query_positions(tokens, "SALES") == [3, 5]
+    assert plot.find_query_positions(tokens, "profit") == []
+
+
+def test_report_from_cli_json():
+    doc = {"prompt_length": 3, "generated_text": "up", "tokens": ["a", "b", "c", "d"],
+           "layers": [{"layer": 1, "num_heads": 2, "seq_length": 4, "mean_attention": 0.25,
+                       "max_attention": 1.0, "attention_entropy": 0.5,
+                       "heads": [{"head": 0, "diagonal": 0.5, "previous_token": 0.1, "causal": 0.2,
+                                  "beginning": 0.3, "sink": 0.4, "entropy": 0.6, "max": 1.0, "type": "self",
+                                  "generated_rows": {"diagonal": 0.7, "previous_token": 0.1, "causal": 0.2,
+                                                     "beginning": 0.3, "sink": 0.4, "entropy": 0.6,
+                                                     "max": 1.0, "type": "self"}},
+                                 {"head": 3, "diagonal": 0.1, "previous_token": 0.1, "causal": 0.2,
+                                  "beginning": 0.3, "sink": 0.4, "entropy": 0.6, "max": 1.0,
+                                  "type": "distributed"}]}]}
+    report = HeadReport.from_json(json.dumps(doc))
+    assert report.layers == [1] and report.heads == [0, 3]
+    assert report.row(1, 0)["gen_diagonal"] == 0.7 and report.row(1, 3)["gen_diagonal"] is None
+    assert report.metric_matrix("type")[2].tolist() == [[0, 3]]

@@ -1,0 +1,102 @@
+"""The client against a real attnscope-server on loopback (skipped without the binaries)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from attnscope import AttnScopeError, Capture, Client
+from conftest import GOLDEN
+
+
+def _golden(name):
+    return np.load(os.path.join(GOLDEN, name))
+
+
+@pytest.fixture(scope="module")
+def golden_capture(golden_server):
+    with Client(golden_server.address) as client:
+        return client.generate(ids=_golden("prompt_ids.npy").tolist(), max_new_tokens=12, greedy=True)
+
+
+def test_golden_capture_matches_reference(golden_capture):
+    prompt_ids, gen_ids = _golden("prompt_ids.npy"), _golden("gen_ids.npy")
+    assert golden_capture.prompt_length == len(prompt_ids)
+    np.testing.assert_array_equal(golden_capture.ids, np.concatenate([prompt_ids, gen_ids]))
+    assert golden_capture.layers == [0, 1] and golden_capture.heads == [0, 1, 2, 3]
+    for layer in (0, 1):
+        reference = _golden(f"all_tokens_attn_L{layer}.npy")
+        attention = golden_capture.attention(layer)
+        assert attention.shape == reference.shape == (4, 49, 49)
+        np.testing.assert_allclose(attention, reference, atol=1e-4, rtol=0)
+
+
+def test_server_capture_save_load_is_exact(golden_capture, tmp_path):
+    for name in ("c.safetensors", "c.npz"):
+        golden_capture.save(tmp_path / name)
+        loaded = Capture.load(tmp_path / name)
+        np.testing.assert_array_equal(loaded.ids, golden_capture.ids)
+        for layer in golden_capture.layers:
+            np.testing.assert_array_equal(loaded.attention(layer), golden_capture.attention(layer))
+        assert (loaded.prompt_length, loaded.heads, loaded.stop_reason) == \
+            (golden_capture.prompt_length, golden_capture.heads, golden_capture.stop_reason)
+
+
+def test_selected_layers_heads_and_bfloat16(golden_server, golden_capture):
+    with Client(golden_server.address) as client:
+        subset = client.generate(ids=_golden("prompt_ids.npy").tolist(), max_new_tokens=12, layers=[-1],
+                                 heads=[1, 3], dtype="bfloat16", rows="generated")
+    assert subset.layers == [1] and subset.heads == [1, 3] and subset.dtype == "bfloat16"
+    prompt_length = subset.prompt_length
+    full = golden_capture.attention(1)[[1, 3]]
+    got = subset.attention(1)
+    # Generated rows only, bfloat16 (8 significant bits: relative error below 2^-8).
+    np.testing.assert_allclose(got[:, prompt_length:], full[:, prompt_length:], rtol=2 ** -8, atol=1e-7)
+    assert not got[:, :prompt_length].any()
+
+
+def test_model_info_and_errors(golden_server):
+    with Client(golden_server.address) as client:
+        info = client.model_info()
+        assert info["model"]["num_layers"] == 2 and info["model"]["num_attention_heads"] == 4
+        assert info["model"]["vocab_size"] == 512
+        with pytest.raises(AttnScopeError) as error:
+            client.generate(ids=[1, 2, 100000], max_new_tokens=1)
+        assert error.value.code == "INVALID_ARGUMENT"
+        assert "100000" in error.value.message
+        with pytest.raises(AttnScopeError) as error:
+            client.generate(text="no tokenizer here", max_new_tokens=1)
+        assert error.value.code == "FAILED_PRECONDITION"
+
+
+def test_analyze_matches_metrics_of_the_golden_attention(golden_server):
+    with Client(golden_server.address) as client:
+        report = client.analyze(ids=_golden("prompt_ids.npy").tolist(), max_new_tokens=12, greedy=True)
+    assert report.layers == [0, 1] and report.heads == [0, 1, 2, 3] and len(report.rows) == 8
+    for layer in (0, 1):
+        reference = _golden(f"all_tokens_attn_L{layer}.npy").astype(np.float64)
+        total = reference.shape[-1]
+        for head in range(4):
+            matrix = reference[head]
+            row = report.row(layer, head)
+            assert row["diagonal"] == pytest.approx(np.mean(np.diag(matrix)), abs=1e-4)
+            assert row["sink"] == pytest.approx(matrix[:, 0].mean(), abs=1e-4)
+            entropy = -np.sum(np.where(matrix > 0, matrix * np.log(np.where(matrix > 0, matrix, 1)), 0), axis=1)
+            assert row["entropy"] == pytest.approx(entropy.mean(), abs=1e-4)
+            assert row["gen_diagonal"] == pytest.approx(np.diag(matrix)[37:].mean(), abs=1e-4)
+        assert report.layer_stats[layer]["seq_length"] == total
+
+
+def test_tiny_model_chat_capture_and_tokens(tiny_server):
+    messages = [{"role": "user", "content": "Net sales rose 5%."}]
+    streamed = []
+    with Client(tiny_server.address) as client:
+        tokens = client.tokenize(messages=messages)
+        capture = client.generate(messages=messages, max_new_tokens=6, on_token=lambda e: streamed.append(e.id))
+    assert "<|im_start|>" in tokens.text and "Net sales rose 5%." in tokens.text
+    assert capture.ids[:capture.prompt_length].tolist() == tokens.ids
+    assert capture.generated_ids.tolist() == streamed
+    assert len(capture.tokens) == capture.num_tokens
+    attention = capture.attention(0)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-4)
+    assert not np.triu(attention, k=1).any()
