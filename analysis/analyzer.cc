@@ -85,13 +85,14 @@ TermAttention BuildTermAttention(int layer, int head, const std::vector<int>& ro
 }
 
 // The top-k keys of one query row (`values` holds keys 0..length-1).
-TopKList BuildTopK(int layer, std::optional<int> head, int position,
+TopKList BuildTopK(int layer, std::optional<int> head, const QueryPosition& query,
                    const std::vector<double>& values, const std::vector<std::string>& tokens,
                    const AnalysisOptions& options) {
+  const int position = query.position;
   TopKList list;
   list.layer = layer;
   list.head = head;
-  list.query = options.query;
+  list.query = options.queries[query.query_index];
   list.query_position = position;
   list.query_token = tokens[position];
   std::vector<int> order(values.size());
@@ -106,12 +107,13 @@ TopKList BuildTopK(int layer, std::optional<int> head, int position,
 
 // The top-k lists of one layer from its query rows: per query position, the head mean and,
 // when asked, each head. rows[h][q] holds query q's keys 0..position.
-void AppendTopKLists(int layer, const std::vector<int>& heads, const std::vector<int>& queries,
+void AppendTopKLists(int layer, const std::vector<int>& heads,
+                     const std::vector<QueryPosition>& queries,
                      const std::vector<std::vector<std::vector<double>>>& rows,
                      const std::vector<std::string>& tokens, const AnalysisOptions& options,
                      std::vector<TopKList>* out) {
   for (size_t q = 0; q < queries.size(); ++q) {
-    std::vector<double> mean(queries[q] + 1, 0.0);
+    std::vector<double> mean(queries[q].position + 1, 0.0);
     for (size_t h = 0; h < heads.size(); ++h) {
       for (size_t j = 0; j < mean.size(); ++j) mean[j] += rows[h][q][j];
     }
@@ -131,6 +133,15 @@ void RankDetectors(DetectorReport* detectors) {
 }
 
 void NormaliseTokens(AnalysisInput* input) { input->tokens.resize(input->token_ids.size()); }
+
+// Query-major, then by position: the order of the report's top-k lists.
+void SortQueries(std::vector<QueryPosition>* queries) {
+  std::stable_sort(queries->begin(), queries->end(),
+                   [](const QueryPosition& a, const QueryPosition& b) {
+                     if (a.query_index != b.query_index) return a.query_index < b.query_index;
+                     return a.position < b.position;
+                   });
+}
 
 }  // namespace
 
@@ -173,9 +184,10 @@ class StreamingAnalyzer::LayerAccumulator {
       const int row = rows.first_row + r;
       const bool generated = row >= owner_->prompt_length_;
       const std::vector<int> earlier = EarlierSameIdPositions(owner_->ids_, row);
-      const bool is_query =
-          std::find(owner_->query_positions_.begin(), owner_->query_positions_.end(), row) !=
-          owner_->query_positions_.end();
+      bool is_query = false;
+      for (const QueryPosition& query : owner_->query_positions_) {
+        is_query = is_query || query.position == row;
+      }
       const bool in_induction = options.induction && row >= InductionRowBegin(*options.induction) &&
                                 row < InductionRowEnd(*options.induction, row + 1) &&
                                 row - options.induction->repeat_length + 1 >= 0;
@@ -224,6 +236,8 @@ class StreamingAnalyzer::LayerAccumulator {
       layer.stats.max_attention = max_;
       layer.stats.attention_entropy = entropy_sum_ / rows;
     }
+    std::vector<QueryPosition> queries = owner_->query_positions_;
+    SortQueries(&queries);
     std::vector<std::vector<std::vector<double>>> query_rows(heads_.size());
     for (size_t h = 0; h < heads_.size(); ++h) {
       const PerHead& head = per_head_[h];
@@ -246,10 +260,10 @@ class StreamingAnalyzer::LayerAccumulator {
             BuildTermAttention(layer_, heads_[h], generated_rows_, owner_->term_positions_,
                                head.term_values, owner_->terms_, options));
       }
-      for (int q : owner_->query_positions_) query_rows[h].push_back(head.query_rows.at(q));
+      for (const QueryPosition& q : queries)
+        query_rows[h].push_back(head.query_rows.at(q.position));
     }
-    AppendTopKLists(layer_, heads_, owner_->query_positions_, query_rows, owner_->tokens_, options,
-                    &report->top_k);
+    AppendTopKLists(layer_, heads_, queries, query_rows, owner_->tokens_, options, &report->top_k);
     return layer;
   }
 
@@ -297,12 +311,13 @@ void StreamingAnalyzer::AddToken(int64_t id, const std::string& token) {
 }
 
 void StreamingAnalyzer::NoteQueryPosition(int position) {
-  if (options_.query.empty() ||
-      static_cast<int>(query_positions_.size()) >= options_.max_query_positions) {
-    return;
-  }
-  if (ContainsIgnoringCase(tokens_[position], options_.query)) {
-    query_positions_.push_back(position);
+  for (size_t q = 0; q < options_.queries.size(); ++q) {
+    int found = 0;
+    for (const QueryPosition& query : query_positions_) found += query.query_index == int(q);
+    if (found < options_.max_query_positions &&
+        ContainsIgnoringCase(tokens_[position], options_.queries[q])) {
+      query_positions_.push_back({static_cast<int>(q), position});
+    }
   }
 }
 
@@ -365,10 +380,13 @@ absl::StatusOr<HeadReport> AnalyzeMatrices(const AnalysisInput& original_input,
   report.terms = MatchInputTerms(input, prompt_length, options.terms);
   report.detectors.probe = options.induction;
   const std::vector<int> term_positions = UnionOfPositions(report.terms);
-  const std::vector<int> queries =
-      options.query.empty()
-          ? std::vector<int>()
-          : FindQueryPositions(input.tokens, options.query, options.max_query_positions);
+  std::vector<QueryPosition> queries;
+  for (size_t q = 0; q < options.queries.size(); ++q) {
+    for (int position :
+         FindQueryPositions(input.tokens, options.queries[q], options.max_query_positions)) {
+      queries.push_back({static_cast<int>(q), position});
+    }
+  }
   std::vector<int> generated_rows;
   for (int i = prompt_length; i < seq_length; ++i) generated_rows.push_back(i);
 
@@ -416,9 +434,9 @@ absl::StatusOr<HeadReport> AnalyzeMatrices(const AnalysisInput& original_input,
                                                            generated_rows, term_positions, values,
                                                            report.terms, options));
       }
-      for (int q : queries) {
-        const float* row = matrix + int64_t{q} * seq_length;
-        query_rows[h].push_back(std::vector<double>(row, row + q + 1));
+      for (const QueryPosition& q : queries) {
+        const float* row = matrix + int64_t{q.position} * seq_length;
+        query_rows[h].push_back(std::vector<double>(row, row + q.position + 1));
       }
     }
     AppendTopKLists(matrices->layer, matrices->heads, queries, query_rows, input.tokens, options,

@@ -22,13 +22,19 @@
 
 namespace attnscope::analysis {
 
+// A position selected by a token-to-token query text.
+struct QueryPosition {
+  int query_index = 0;  // into AnalysisOptions::queries
+  int position = 0;
+};
+
 struct AnalysisOptions {
   HeadMetricsOptions metrics;
   std::vector<std::string> terms = DefaultFinancialTerms();
-  int top_terms = 5;            // terms listed per head in term attention
-  bool term_submatrix = false;  // include the [generated rows x term positions] values
-  std::string query;            // token-to-token query text; empty: no top-k lists
-  int max_query_positions = 3;  // first positions whose token contains the query
+  int top_terms = 5;                 // terms listed per head in term attention
+  bool term_submatrix = false;       // include the [generated rows x term positions] values
+  std::vector<std::string> queries;  // token-to-token query texts; empty: no top-k lists
+  int max_query_positions = 3;       // per query: first positions whose token contains it
   int top_k_keys = 10;
   bool top_k_per_head = false;              // also a list per head, besides the head mean
   std::optional<InductionProbe> induction;  // score induction on this probe
@@ -81,8 +87,8 @@ class StreamingAnalyzer {
   std::vector<int64_t> ids_;
   std::vector<std::string> tokens_;
   std::vector<TermMatch> terms_;
-  std::vector<int> term_positions_;  // union of the matches' positions, ascending
-  std::vector<int> query_positions_;
+  std::vector<int> term_positions_;             // union of the matches' positions, ascending
+  std::vector<QueryPosition> query_positions_;  // in arrival order
   std::map<int, std::unique_ptr<LayerAccumulator>> layers_;
 };
 

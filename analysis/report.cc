@@ -110,7 +110,7 @@ nlohmann::json ReportToJson(const HeadReport& report) {
       keys.push_back({{"position", key.position}, {"token", key.token}, {"weight", key.weight}});
     }
     top_k.push_back({{"layer", list.layer},
-                     {"head", list.head ? nlohmann::json(*list.head) : nlohmann::json("mean")},
+                     {"head", list.head ? nlohmann::json(*list.head) : nlohmann::json(nullptr)},
                      {"query", list.query},
                      {"query_position", list.query_position},
                      {"query_token", list.query_token},

@@ -53,7 +53,7 @@ struct KeyWeight {
 // The keys a query position attends to most, for one head or the mean over the layer's heads.
 struct TopKList {
   int layer = 0;
-  std::optional<int> head;  // nullopt: mean over the captured heads
+  std::optional<int> head;  // nullopt: mean over the captured heads (JSON null)
   std::string query;
   int query_position = 0;
   std::string query_token;

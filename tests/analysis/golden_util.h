@@ -56,7 +56,7 @@ inline AnalysisOptions EverythingOptions() {
   AnalysisOptions options;
   options.terms = {"w2", "w1", "w50"};
   options.term_submatrix = true;
-  options.query = "w3";
+  options.queries = {"w3", "w50"};
   options.top_k_keys = 7;
   options.top_k_per_head = true;
   options.induction = InductionProbe{5, 1};

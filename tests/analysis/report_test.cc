@@ -27,7 +27,7 @@ HeadReport SmallReport(int prompt_length) {
   input.tokens = {"Net", " sales", " rose", ".", " sales", " up"};
   input.prompt_length = prompt_length;
   AnalysisOptions options;
-  options.query = "sales";
+  options.queries = {"sales"};
   options.term_submatrix = true;
   options.induction = InductionProbe{2, 0};
   auto report = AnalyzeMatrices(input, {{3, {0, 5}, 6, data.data()}}, options, " sales up");
@@ -73,7 +73,7 @@ TEST(ReportTest, JsonDocumentHasTheDocumentedShape) {
   EXPECT_EQ(doc["term_attention"][1]["submatrix"]["rows"], nlohmann::json({4, 5}));
 
   ASSERT_EQ(doc["top_k"].size(), 2u);  // positions 1 and 4 contain "sales"
-  EXPECT_EQ(doc["top_k"][0]["head"], "mean");
+  EXPECT_TRUE(doc["top_k"][0]["head"].is_null());
   EXPECT_EQ(doc["top_k"][1]["query_position"], 4);
   EXPECT_EQ(doc["top_k"][1]["keys"][0]["weight"], 0.5);
 
