@@ -45,19 +45,23 @@ def _set_input(request, text, messages, ids, add_generation_prompt=True) -> None
         for message in messages:
             role, content = (message["role"], message["content"]) if isinstance(message, dict) else message
             request.messages.messages.add(role=role, content=content)
-        request.messages.add_generation_prompt = add_generation_prompt
+        request.messages.no_generation_prompt = not add_generation_prompt
     else:
         request.ids.ids.extend(int(i) for i in ids)
 
 
 def _set_generation(params, max_new_tokens, greedy, temperature, top_p, top_k, seed,
                     repetition_penalty, stop_strings, eos_token_ids) -> None:
+    # Zero values mean the server's defaults (proto3), so 0 new tokens is "prompt only".
     if max_new_tokens is not None:
-        params.max_new_tokens = int(max_new_tokens)
+        if max_new_tokens == 0:
+            params.prompt_only = True
+        else:
+            params.max_new_tokens = int(max_new_tokens)
     if greedy is not None:
-        params.greedy = bool(greedy)
+        params.sample = not greedy
     elif temperature is not None or top_p is not None or top_k:
-        params.greedy = False  # asking for sampling parameters means sampling
+        params.sample = True  # asking for sampling parameters means sampling
     if temperature is not None:
         params.temperature = float(temperature)
     if top_p is not None:
@@ -173,8 +177,7 @@ class Client:
         """
         request = pb2.GenerateRequest(client_tag=client_tag)
         _set_input(request, text, messages, ids, add_generation_prompt)
-        if plain_text:
-            request.parse_special_tokens = False
+        request.plain_text = plain_text
         _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k, seed,
                         repetition_penalty, stop_strings, eos_token_ids)
         if dtype not in _DTYPE_VALUES:
@@ -218,8 +221,7 @@ class Client:
         request = pb2.AnalyzeRequest(client_tag=client_tag)
         if induction_probe is None or any(v is not None for v in (text, messages, ids)):
             _set_input(request, text, messages, ids, add_generation_prompt)
-        if plain_text:
-            request.parse_special_tokens = False
+        request.plain_text = plain_text
         _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k_sampling,
                         seed, None, stop_strings, ())
         spec = request.analysis
@@ -230,10 +232,8 @@ class Client:
         spec.query_positions = int(query_positions)
         spec.top_k = int(top_k)
         spec.beginning_k = int(beginning_k)
-        if self_threshold is not None:
-            spec.self_threshold = float(self_threshold)
-        if focused_entropy_threshold is not None:
-            spec.focused_entropy_threshold = float(focused_entropy_threshold)
+        spec.self_threshold = float(self_threshold or 0)  # 0: the server's default (0.3)
+        spec.focused_entropy_threshold = float(focused_entropy_threshold or 0)  # 0: default 2.0
         if induction_probe is not None:
             spec.induction_probe.length, spec.induction_probe.seed = int(induction_probe[0]), int(induction_probe[1])
         spec.include_term_submatrix = include_term_submatrix
@@ -248,8 +248,7 @@ class Client:
                  add_generation_prompt: bool = True) -> Tokenization:
         request = pb2.TokenizeRequest()
         _set_input(request, text, messages, ids, add_generation_prompt)
-        if plain_text:
-            request.parse_special_tokens = False
+        request.plain_text = plain_text
         response = self._call(self._stub.Tokenize, request)
         return Tokenization(ids=list(response.ids), tokens=list(response.tokens),
                             spans=[(s.start, s.end) for s in response.spans], text=response.text)
