@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The README's main command: builds attnscope, writes the tiny default model
+# (`attnscope make-tiny-model`), starts attnscope-server on an ephemeral loopback port, waits
+# until it answers, runs the attention-head analysis example against it, and stops the server.
+#
+#   scripts/demo.sh [OUT_DIR]        # figures and capture.safetensors go to OUT_DIR (default out/demo)
+#
+# Environment: ATTNSCOPE_BUILD_DIR (default build), JOBS (parallel build jobs, default 2).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${ATTNSCOPE_BUILD_DIR:-$REPO/build}"
+OUT="${1:-$REPO/out/demo}"
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON="$(command -v python3)"
+
+if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
+  cmake -S "$REPO" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+fi
+cmake --build "$BUILD" -j"${JOBS:-2}" --target attnscope attnscope-server
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BUILD/client/cpp/attnscope" make-tiny-model "$WORK/tiny-model"
+
+PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ADDRESS="127.0.0.1:$PORT"
+SERVER_ARGS=(--model "$WORK/tiny-model" --listen "$ADDRESS")
+if [ -f "$REPO/config/server.yaml" ]; then SERVER_ARGS=(--config "$REPO/config/server.yaml" "${SERVER_ARGS[@]}"); fi
+"$BUILD/server/service/attnscope-server" "${SERVER_ARGS[@]}" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+
+# Ready when GetModelInfo answers (the model is loaded and the port is serving).
+export PYTHONPATH="$REPO/client/python${PYTHONPATH:+:$PYTHONPATH}"
+for _ in $(seq 1 300); do
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "demo: attnscope-server exited:" >&2
+    cat "$WORK/server.log" >&2
+    exit 1
+  fi
+  if "$PYTHON" -c "import attnscope, sys; attnscope.Client(sys.argv[1], timeout=2).model_info()" "$ADDRESS" 2>/dev/null; then
+    break
+  fi
+  sleep 0.2
+done
+"$PYTHON" -c "import attnscope, sys; attnscope.Client(sys.argv[1], timeout=2).model_info()" "$ADDRESS" || {
+  echo "demo: attnscope-server at $ADDRESS did not become ready; log:" >&2
+  cat "$WORK/server.log" >&2
+  exit 1
+}
+echo "demo: attnscope-server ready at $ADDRESS"
+
+MPLBACKEND=Agg "$PYTHON" "$REPO/client/python/examples/attention_head_analysis.py" \
+  --server "$ADDRESS" --out "$OUT"
+echo "demo: figures written to $OUT"
