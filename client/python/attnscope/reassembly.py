@@ -192,7 +192,7 @@ class StreamAssembler:
             attention_by_layer=attention,
             tokens=tokens,
             generated_text=final.generated_text,
-            model=f"{model.name}:{model.config_sha256[:12]}" if model.config_sha256 else model.name,
+            model=f"{model.name} sha256:{model.config_sha256[:16]}" if model.config_sha256 else model.name,
             dtype=self._dtype_name,
             stop_reason=final.stop_reason,
             prompt_text=self.header.prompt_text,

@@ -100,3 +100,54 @@ def test_tiny_model_chat_capture_and_tokens(tiny_server):
     attention = capture.attention(0)
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-4)
     assert not np.triu(attention, k=1).any()
+
+
+def _cli(*args):
+    import subprocess
+    from conftest import cli_binary
+    result = subprocess.run([cli_binary(), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_command_line_capture_files_load_in_python(tiny_model_dir, tmp_path):
+    path = str(tmp_path / "cli.safetensors")
+    _cli("capture", "--model", tiny_model_dir, "--text", "Net sales rose 5%.", "--max-new-tokens", "4",
+         "--dtype", "bfloat16", "--save-logits", "--out", path)
+    capture = Capture.load(path)
+    assert capture.dtype == "bfloat16" and capture.prompt_length == len("Net sales rose 5%.")  # byte tokens
+    total = capture.num_tokens
+    assert total == capture.prompt_length + 4 and len(capture.tokens) == total
+    assert capture.logits is not None and capture.logits.shape[0] == total
+    for layer in capture.layers:
+        attention = capture.attention(layer)
+        assert attention.shape == (len(capture.heads), total, total)
+        assert not np.triu(attention, k=1).any()
+        np.testing.assert_allclose(attention.sum(-1), 1.0, atol=0.02)  # bfloat16 rows
+
+
+def test_python_written_file_reads_in_the_command_line(tiny_model_dir, tmp_path):
+    import json
+    from attnscope import HeadReport
+    cli_path, py_path = str(tmp_path / "cli.safetensors"), str(tmp_path / "py.safetensors")
+    _cli("capture", "--model", tiny_model_dir, "--text", "Sales rose.", "--max-new-tokens", "3", "--out", cli_path)
+    capture = Capture.load(cli_path)
+    capture.save(py_path)
+    report = HeadReport.from_json(json.loads(_cli("analyze", "--from", py_path, "--json")))
+    for layer in capture.layers:
+        for position, head in enumerate(capture.heads):
+            matrix = capture.attention(layer)[position].astype(np.float64)
+            assert report.row(layer, head)["diagonal"] == pytest.approx(np.diag(matrix).mean(), abs=1e-6)
+
+
+def test_server_capture_equals_local_capture(tiny_server, tiny_model_dir, tmp_path):
+    path = str(tmp_path / "local.safetensors")
+    _cli("capture", "--model", tiny_model_dir, "--text", "Net income fell.", "--max-new-tokens", "5", "--out", path)
+    local = Capture.load(path)
+    with Client(tiny_server.address) as client:
+        remote = client.generate(text="Net income fell.", max_new_tokens=5)
+    np.testing.assert_array_equal(remote.ids, local.ids)
+    assert remote.tokens == local.tokens and remote.generated_text == local.generated_text
+    assert remote.layers == local.layers and remote.heads == local.heads
+    for layer in local.layers:
+        np.testing.assert_allclose(remote.attention(layer), local.attention(layer), atol=1e-6, rtol=0)
