@@ -573,3 +573,41 @@ def test_run_fuzz_rejects_a_bad_duration_before_building():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "SECONDS_PER_TARGET" in result.stderr and "soon" in result.stderr
+
+
+# ---------------------------------------------------------------- the server's own parser
+
+
+@pytest.mark.skipif(not os.environ.get("ATTNSCOPE_CHECK_SERVER_CONFIG"),
+                    reason="ATTNSCOPE_CHECK_SERVER_CONFIG not set (set by CTest: the server's "
+                           "config parser, built as tests/deploy/check_server_config)")
+def test_server_accepts_the_config_map_server_yaml():
+    config_map = the_one("ConfigMap", "attnscope-config")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "server.yaml")
+        with open(path, "w") as f:
+            f.write(config_map["data"]["server.yaml"])
+        files = [path]
+        if os.path.exists(os.path.join(REPO, "config", "server.yaml")):
+            files.append(os.path.join(REPO, "config", "server.yaml"))
+        result = subprocess.run([os.environ["ATTNSCOPE_CHECK_SERVER_CONFIG"], *files],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        # And the drain grace the stop timeouts were checked against is the one it reads.
+        grace = float(re.search(r"drain_grace_seconds=([\d.]+)", result.stdout).group(1))
+        deployment, _ = server_container()
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+def test_server_config_check_rejects_an_unknown_key():
+    """The parser check above can fail: a config with a misspelt key is rejected."""
+    checker = os.environ.get("ATTNSCOPE_CHECK_SERVER_CONFIG")
+    if not checker:
+        pytest.skip("ATTNSCOPE_CHECK_SERVER_CONFIG not set")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "server.yaml")
+        with open(path, "w") as f:
+            f.write("listen: 0.0.0.0:50051\ndrain_grace_secs: 30\n")
+        result = subprocess.run([checker, path], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "drain_grace_secs" in result.stdout
