@@ -116,6 +116,17 @@ std::vector<TermMatch> FindTermsInTokens(const std::vector<std::string>& tokens,
   return matches;
 }
 
+void JoinTokens(const std::vector<std::string>& tokens, std::string* text,
+                std::vector<TokenSpan>* spans) {
+  text->clear();
+  spans->clear();
+  for (const std::string& token : tokens) {
+    const int begin = static_cast<int>(text->size());
+    *text += token;
+    spans->push_back({begin, static_cast<int>(text->size())});
+  }
+}
+
 std::vector<int> FindQueryPositions(const std::vector<std::string>& tokens,
                                     const std::string& query, int limit) {
   std::vector<int> positions;

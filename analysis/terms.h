@@ -36,6 +36,11 @@ std::vector<TermMatch> FindTermsInText(const std::string& text, const std::vecto
 std::vector<TermMatch> FindTermsInTokens(const std::vector<std::string>& tokens,
                                          const std::vector<std::string>& terms);
 
+// The text the display strings spell when joined, with each token's byte span in it: lets a
+// capture file (token strings, no tokenizer) match words split over several tokens.
+void JoinTokens(const std::vector<std::string>& tokens, std::string* text,
+                std::vector<TokenSpan>* spans);
+
 // The maximal letter/digit runs of `text`, as byte ranges.
 std::vector<TokenSpan> SplitWords(const std::string& text);
 

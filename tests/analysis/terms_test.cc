@@ -87,6 +87,20 @@ TEST(TermsTest, WithoutSpansTokenStringsAreMatched) {
   EXPECT_EQ(matches[1].positions, std::vector<int>({2}));
 }
 
+TEST(TermsTest, JoinedTokenStringsMatchWordsSplitOverTokens) {
+  std::string text;
+  std::vector<TokenSpan> spans;
+  JoinTokens({"Net", " re", "ven", "ue", " up"}, &text, &spans);
+  EXPECT_EQ(text, "Net revenue up");
+  ASSERT_EQ(spans.size(), 5u);
+  EXPECT_EQ(spans[1].begin, 3);
+  EXPECT_EQ(spans[1].end, 6);
+  const auto matches = FindTermsInText(text, spans, DefaultFinancialTerms());
+  ASSERT_EQ(matches.size(), 1u);
+  EXPECT_EQ(matches[0].word, "revenue");
+  EXPECT_EQ(matches[0].positions, std::vector<int>({1, 2, 3}));
+}
+
 TEST(TermsTest, QueryPositionsAreCaseInsensitiveAndLimited) {
   const std::vector<std::string> tokens = {"Sales", "x", " sales", "SALES", "salesman"};
   EXPECT_EQ(FindQueryPositions(tokens, "sales", 3), std::vector<int>({0, 2, 3}));
