@@ -42,10 +42,19 @@ def attention_matrix(layer, head, total):
 
 
 class FakeAttnScope(pb2_grpc.AttnScopeServicer):
-    def __init__(self, drop_chunk=None):
+    def __init__(self, drop_chunk=None, api_key=None):
         self.drop_chunk = drop_chunk  # sequence number to leave out (a broken server)
+        self.api_key = api_key        # when set, requests need `authorization: Bearer <key>`
+
+    def _check_key(self, context):
+        if self.api_key is None:
+            return
+        metadata = dict(context.invocation_metadata())
+        if metadata.get("authorization") != f"Bearer {self.api_key}":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
 
     def _inputs(self, request, context):
+        self._check_key(context)
         text = render(request)
         if text is None:
             ids = list(request.ids.ids)
@@ -63,6 +72,8 @@ class FakeAttnScope(pb2_grpc.AttnScopeServicer):
         return list(CONTINUATION[:max_new])
 
     def GetModelInfo(self, request, context):
+        if context is not None:
+            self._check_key(context)
         return pb2.GetModelInfoResponse(model=pb2.ModelInfo(
             name="fake", architecture="FakeForCausalLM", model_type="fake", num_layers=LAYERS,
             num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=8, hidden_size=32, vocab_size=VOCAB,

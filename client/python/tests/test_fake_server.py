@@ -79,3 +79,18 @@ def test_batch_cli_over_grpc(fake, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 * 3 * 4
     assert {r["prediction"] for r in rows} == {"increase"}
+
+
+def test_api_key_travels_as_bearer_metadata():
+    server = FakeServer(api_key="s3cret")
+    try:
+        with Client(server.address) as client, pytest.raises(AttnScopeError) as error:
+            client.model_info()
+        assert error.value.code == "UNAUTHENTICATED"
+        tokens = []
+        with Client(server.address, token="s3cret") as client:
+            assert client.model_info()["model"]["num_layers"] == 3
+            capture = client.generate(text="ab", max_new_tokens=3, on_token=lambda e: tokens.append(e.id))
+        assert tokens == list(b"inc") == capture.generated_ids.tolist()
+    finally:
+        server.stop()
