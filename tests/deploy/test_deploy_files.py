@@ -357,10 +357,36 @@ def test_compose_health_check_probes_grpc_health_on_the_served_port():
     assert seconds(service["healthcheck"]["start_period"]) >= 120
 
 
+def container_config():
+    return yaml.safe_load(read("deploy/container/server.yaml"))
+
+
 def test_compose_stop_grace_covers_the_drain_period():
     _, service = compose_service()
     assert service.get("stop_signal", "SIGTERM") == "SIGTERM"
-    assert seconds(service["stop_grace_period"]) > drain_grace_seconds()
+    grace = container_config().get("drain_grace_seconds", DEFAULT_DRAIN_GRACE_S)
+    assert seconds(service["stop_grace_period"]) > grace
+
+
+def test_compose_mounts_the_container_config_and_the_key_file_it_names():
+    _, service = compose_service()
+    config_mount = next(v for v in service["volumes"]
+                        if isinstance(v, dict) and v["target"] == "/etc/attnscope/server.yaml")
+    default_source = re.fullmatch(r"\$\{\w+:-(.+)\}", config_mount["source"]).group(1)
+    assert os.path.normpath(os.path.join(DEPLOY, default_source)) == \
+        os.path.join(DEPLOY, "container", "server.yaml")
+    config = container_config()
+    secret = service["secrets"][0]
+    secret_path = "/run/secrets/" + (secret.get("target", secret["source"])
+                                     if isinstance(secret, dict) else secret)
+    assert config["auth"]["api_keys_file"] == secret_path
+    assert config["listen"].endswith(f":{GRPC_PORT}") and config["listen"].startswith("0.0.0.0")
+    assert config["device"].startswith("cuda")
+
+
+def test_dockerfile_bakes_in_the_container_config():
+    copies = [args for instruction, args in stages()[-1] if instruction == "COPY"]
+    assert "deploy/container/server.yaml /etc/attnscope/server.yaml" in copies
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -587,7 +613,7 @@ def test_server_accepts_the_config_map_server_yaml():
         path = os.path.join(tmp, "server.yaml")
         with open(path, "w") as f:
             f.write(config_map["data"]["server.yaml"])
-        files = [path]
+        files = [path, os.path.join(DEPLOY, "container", "server.yaml")]
         if os.path.exists(os.path.join(REPO, "config", "server.yaml")):
             files.append(os.path.join(REPO, "config", "server.yaml"))
         result = subprocess.run([os.environ["ATTNSCOPE_CHECK_SERVER_CONFIG"], *files],
