@@ -1,0 +1,158 @@
+#include "server/service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace attnscope::service {
+namespace {
+
+constexpr char kServiceName[] = "attnscope.v1.AttnScope";
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& key) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(key, ": cannot open ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const TlsOptions& tls) {
+  if (tls.cert_file.empty()) return grpc::InsecureServerCredentials();
+  absl::StatusOr<std::string> cert = ReadFile(tls.cert_file, "tls.cert_file");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile(tls.key_file, "tls.key_file");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AttnScopeServer>> AttnScopeServer::Start(
+    const ServerConfig& config) {
+  ApiKeyTable keys;
+  if (!config.auth.api_keys_file.empty()) {
+    absl::StatusOr<ApiKeyTable> loaded =
+        ApiKeyTable::Load(config.auth.api_keys_file, config.auth.max_concurrent_per_key);
+    if (!loaded.ok()) return loaded.status();
+    keys = *std::move(loaded);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeCredentials(config.tls);
+  if (!credentials.ok()) return credentials.status();
+
+  std::unique_ptr<AttnScopeServer> server(new AttnScopeServer());
+  server->config_ = config;
+  server->service_ = std::make_unique<AttnScopeService>(config, std::move(keys));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen, *credentials, &server->port_);
+  builder.RegisterService(server->service_.get());
+  // Requests carry prompts (a 1 MB text, 100k ids); replies are chunked below this anyway.
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxSendMessageSize(static_cast<int>(config.streaming.max_message_bytes + (1 << 20)));
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config.listen, " (listen): address in use or invalid"));
+  }
+  server->SetServing(false);
+  spdlog::info("listening on {} (port {}), {}, API keys {}", config.listen, server->port_,
+               config.tls.cert_file.empty() ? "plaintext" : "TLS",
+               config.auth.api_keys_file.empty() ? "off" : "on");
+  return server;
+}
+
+AttnScopeServer::~AttnScopeServer() {
+  if (!shut_down_ && server_) {
+    service_->BeginDrain();
+    server_->Shutdown(std::chrono::system_clock::now());
+  }
+  if (server_) server_->Wait();
+}
+
+void AttnScopeServer::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);
+  health->SetServingStatus(kServiceName, serving);
+}
+
+absl::Status AttnScopeServer::LoadModel() {
+  if (config_.model_dir.empty()) {
+    return absl::InvalidArgumentError("model_dir is empty: set it in the config or pass --model");
+  }
+  EngineOptions options;
+  options.model_dir = config_.model_dir;
+  options.device = config_.device;
+  options.dtype = config_.dtype;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<ModelContext>> model = LoadModelContext(options);
+  if (!model.ok()) return model.status();
+  spdlog::info("loaded {} ({} layers, {} heads) in {:.2f} s", config_.model_dir,
+               (*model)->config().num_hidden_layers, (*model)->config().num_attention_heads,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return ServeModel(*std::move(model));
+}
+
+absl::Status AttnScopeServer::ServeModel(std::unique_ptr<ModelContext> model) {
+  if (config_.warmup) {
+    // One short generation with capture, so the first real request does not pay for lazy
+    // initialisation (allocator, kernels).
+    const auto start = std::chrono::steady_clock::now();
+    GenerationParams params;
+    params.max_new_tokens = 2;
+    CaptureSpec capture;
+    capture.layers = {0};
+    capture.heads = {0};
+    GenerationObserver discard;
+    const int64_t first = model->config().bos_token_id >= 0 ? model->config().bos_token_id : 0;
+    absl::StatusOr<GenerationResult> result =
+        model->engine->Generate({first, 1, 2}, params, capture, &discard);
+    if (!result.ok()) {
+      return absl::Status(result.status().code(),
+                          absl::StrCat("warm-up generation failed: ", result.status().message()));
+    }
+    spdlog::info("warm-up done in {:.2f} s",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  service_->SetModel(std::move(model));
+  SetServing(true);
+  return absl::OkStatus();
+}
+
+void AttnScopeServer::Drain() {
+  if (shut_down_) return;
+  spdlog::info("draining: {} requests in flight, grace {} s", service_->in_flight(),
+               config_.drain_grace_seconds);
+  service_->BeginDrain();
+  SetServing(false);
+  const auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(config_.drain_grace_seconds * 1000));
+  while (service_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const int left = service_->in_flight();
+  if (left > 0) spdlog::warn("grace period over: cancelling {} requests", left);
+  // Shutdown cancels whatever is still running once its deadline (now) passes.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  server_->Wait();
+  shut_down_ = true;
+  spdlog::info("drained; server stopped");
+}
+
+}  // namespace attnscope::service

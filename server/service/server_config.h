@@ -1,0 +1,59 @@
+// The server's configuration (config/server.yaml): a plain struct with defaults, parsed once,
+// validated, then immutable. Every key is documented in config/server.yaml.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace attnscope::service {
+
+struct ServerLimits {
+  int max_prompt_tokens = 4096;
+  int max_new_tokens = 1024;
+  int max_total_tokens = 4096;
+  uint64_t max_capture_bytes = 4ull << 30;  // worst-case layers x heads x T x T x dtype bytes
+  int default_max_new_tokens = 32;          // when a request leaves max_new_tokens at 0
+};
+
+struct StreamingOptions {
+  uint64_t max_message_bytes = 1 << 20;   // data bytes of one AttentionChunk
+  uint64_t stream_queue_bytes = 8 << 20;  // per-stream bytes queued for a slow reader
+  double stall_timeout_seconds = 30;      // no write completes for this long: cancel
+};
+
+struct AuthOptions {
+  std::string api_keys_file;  // empty: no authentication
+  int max_concurrent_per_key = 4;
+};
+
+struct TlsOptions {
+  std::string cert_file;  // both empty: plaintext
+  std::string key_file;
+};
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:50051";
+  std::string model_dir;
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  bool warmup = true;
+  int queue_length = 16;  // requests waiting for the model (the running one not counted)
+  double drain_grace_seconds = 30;
+  std::string log_level = "info";
+  ServerLimits limits;
+  StreamingOptions streaming;
+  AuthOptions auth;
+  TlsOptions tls;
+};
+
+// Parses YAML text; unknown keys and out-of-range values are errors naming the key.
+// `source` names the text in error messages.
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
+                                               const std::string& source);
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
+// Checks ranges and relations between keys (e.g. max_total_tokens >= max_prompt_tokens).
+absl::Status ValidateServerConfig(const ServerConfig& config);
+
+}  // namespace attnscope::service

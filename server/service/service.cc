@@ -1,0 +1,725 @@
+#include "server/service/service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "analysis/analyzer.h"
+#include "analysis/detectors.h"
+#include "analysis/report.h"
+#include "server/engine/analysis_observer.h"
+#include "server/service/attention_chunker.h"
+#include "server/service/response_stream.h"
+#include "server/service/status_util.h"
+
+namespace attnscope::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+const char* StatusCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+// The request's log line and bookkeeping; logged once, when the last holder lets go (after
+// both the RPC and the engine work have ended).
+struct RequestRecord {
+  Admission admission;
+  std::string method;
+  std::string client_tag;
+  int input_tokens = 0;
+  int generated_tokens = 0;
+  uint64_t attention_bytes = 0;
+  double queue_seconds = 0;
+  grpc::Status status;
+
+  ~RequestRecord() {
+    spdlog::info(
+        "request id={} method={} key={} tag=\"{}\" input_tokens={} generated_tokens={} "
+        "attention_bytes={} queue_wait_ms={:.1f} duration_ms={:.1f} status={}{}{}",
+        admission.request_id, method, admission.key_name, client_tag, input_tokens,
+        generated_tokens, attention_bytes, queue_seconds * 1e3,
+        SecondsSince(admission.arrival) * 1e3, StatusCodeName(status.error_code()),
+        status.ok() ? "" : " message=\"", status.ok() ? "" : status.error_message() + "\"");
+  }
+};
+
+absl::Status DeadlineCheck(std::chrono::system_clock::time_point deadline) {
+  if (std::chrono::system_clock::now() > deadline) {
+    return absl::DeadlineExceededError("the request's deadline passed during generation");
+  }
+  return absl::OkStatus();
+}
+
+// Decoded continuation, grown token by token without splitting UTF-8 characters.
+class IncrementalDecoder {
+ public:
+  explicit IncrementalDecoder(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  std::string Next(int64_t id) {
+    if (tokenizer_ == nullptr) return "";
+    ids_.push_back(id);
+    const std::string text = tokenizer_->Decode(ids_, /*skip_special_tokens=*/true);
+    static const std::string kReplacement = "\xEF\xBF\xBD";
+    // A trailing U+FFFD is usually a character cut in half: wait for the next token.
+    if (text.size() >= kReplacement.size() &&
+        text.compare(text.size() - kReplacement.size(), kReplacement.size(), kReplacement) == 0) {
+      return "";
+    }
+    if (text.compare(0, emitted_.size(), emitted_) != 0) return "";
+    std::string piece = text.substr(emitted_.size());
+    emitted_ = text;
+    return piece;
+  }
+
+ private:
+  const Tokenizer* tokenizer_;
+  std::vector<int64_t> ids_;
+  std::string emitted_;
+};
+
+// GenerateWithAttention's sink: token events and attention chunks into the stream.
+class StreamObserver : public GenerationObserver {
+ public:
+  StreamObserver(ResponseStream* stream, AttentionChunker* chunker, const Tokenizer* tokenizer,
+                 std::chrono::system_clock::time_point deadline)
+      : stream_(stream),
+        chunker_(chunker),
+        tokenizer_(tokenizer),
+        decoder_(tokenizer),
+        deadline_(deadline) {}
+
+  absl::Status OnAttention(const AttentionBlock& block) override { return chunker_->Add(block); }
+
+  absl::Status OnToken(int64_t token_id, int position) override {
+    ++generated_;
+    v1::GenerateResponse response;
+    v1::TokenEvent* token = response.mutable_token();
+    token->set_id(token_id);
+    token->set_position(position);
+    token->set_text(decoder_.Next(token_id));
+    if (tokenizer_ != nullptr) token->set_token(tokenizer_->TokenString(token_id));
+    return stream_->Push(std::move(response));
+  }
+
+  absl::Status CheckContinue() override {
+    ATTNSCOPE_RETURN_IF_ERROR(stream_->CheckOpen());
+    return DeadlineCheck(deadline_);
+  }
+
+  int generated() const { return generated_; }
+
+ private:
+  ResponseStream* stream_;
+  AttentionChunker* chunker_;
+  const Tokenizer* tokenizer_;
+  IncrementalDecoder decoder_;
+  std::chrono::system_clock::time_point deadline_;
+  int generated_ = 0;
+};
+
+class GenerateReactor;
+
+// Everything a GenerateWithAttention call owns; shared by the reactor and the engine job.
+struct GenerateCall {
+  std::shared_ptr<RequestRecord> record;
+  std::shared_ptr<ResponseStream> stream;
+  PreparedGeneration prepared;
+  std::chrono::system_clock::time_point deadline;
+};
+
+class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  explicit GenerateReactor(std::shared_ptr<RequestRecord> record) : record_(std::move(record)) {}
+
+  void Start(std::shared_ptr<ResponseStream> stream) { stream_ = std::move(stream); }
+  void FinishNow(const grpc::Status& status) {
+    record_->status = status;
+    Finish(status);
+  }
+
+  void OnWriteDone(bool ok) override { stream_->OnWriteDone(ok); }
+  void OnCancel() override {
+    if (stream_) stream_->OnCancel();
+  }
+  void OnDone() override {
+    if (stream_) {
+      record_->status = stream_->final_status();
+    }
+    delete this;
+  }
+
+ private:
+  std::shared_ptr<RequestRecord> record_;
+  std::shared_ptr<ResponseStream> stream_;
+};
+
+// A unary reactor whose Finish may come from the engine job or from OnCancel, whichever is
+// first; the job only writes the response while the call is still open.
+class UnaryCall : public grpc::ServerUnaryReactor {
+ public:
+  explicit UnaryCall(std::shared_ptr<RequestRecord> record) : record_(std::move(record)) {}
+
+  // True if this call finished it (the response may have been written just before).
+  bool FinishOnce(const grpc::Status& status, const std::function<void()>& write_response) {
+    {
+      std::lock_guard<std::mutex> lock(state_->mutex);
+      if (state_->finished) return false;
+      state_->finished = true;
+      if (write_response) write_response();
+    }
+    record_->status = status;
+    Finish(status);
+    return true;
+  }
+  std::shared_ptr<std::atomic<bool>> cancelled() const { return state_->cancelled; }
+
+  struct State {
+    std::mutex mutex;
+    bool finished = false;
+    std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+  };
+  std::shared_ptr<State> state() const { return state_; }
+
+  void OnCancel() override {
+    state_->cancelled->store(true);
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"), nullptr);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<RequestRecord> record_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// AnalysisObserver that also stops on cancellation and deadline.
+class CancellableAnalysisObserver : public AnalysisObserver {
+ public:
+  CancellableAnalysisObserver(analysis::AnalysisInput input, analysis::AnalysisOptions options,
+                              TokenStringFn token_string,
+                              std::shared_ptr<std::atomic<bool>> cancelled,
+                              std::chrono::system_clock::time_point deadline)
+      : AnalysisObserver(std::move(input), std::move(options), std::move(token_string)),
+        cancelled_(std::move(cancelled)),
+        deadline_(deadline) {}
+  absl::Status OnToken(int64_t token_id, int position) override {
+    ++generated_;
+    return AnalysisObserver::OnToken(token_id, position);
+  }
+  absl::Status CheckContinue() override {
+    if (cancelled_->load()) return absl::CancelledError("cancelled by the client");
+    return DeadlineCheck(deadline_);
+  }
+  int generated() const { return generated_; }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  std::chrono::system_clock::time_point deadline_;
+  int generated_ = 0;
+};
+
+void FillTimings(const GenerationResult& result, double queue_seconds, Clock::time_point arrival,
+                 v1::Timings* timings) {
+  timings->set_queue_seconds(queue_seconds);
+  timings->set_prefill_seconds(result.prefill_seconds);
+  timings->set_decode_seconds(result.decode_seconds);
+  timings->set_total_seconds(SecondsSince(arrival));
+}
+
+void FillHeadMetrics(const analysis::HeadMetrics& m, v1::HeadMetrics* out) {
+  out->set_diagonal(m.diagonal);
+  out->set_previous_token(m.previous_token);
+  out->set_causal(m.causal);
+  out->set_beginning(m.beginning);
+  out->set_sink(m.sink);
+  out->set_entropy(m.entropy);
+  out->set_max(m.max);
+}
+
+std::string MakeRequestIdPrefix() {
+  std::random_device device;
+  char buffer[16];
+  std::snprintf(buffer, sizeof(buffer), "%06x", device() & 0xFFFFFF);
+  return buffer;
+}
+
+}  // namespace
+
+AttnScopeService::AttnScopeService(ServerConfig config, ApiKeyTable keys)
+    : config_(std::move(config)),
+      keys_(std::move(keys)),
+      request_id_prefix_(MakeRequestIdPrefix()),
+      worker_(std::make_unique<EngineWorker>(config_.queue_length)) {}
+
+AttnScopeService::~AttnScopeService() { worker_.reset(); }
+
+void AttnScopeService::SetModel(std::unique_ptr<ModelContext> model) {
+  model_ = std::move(model);
+  model_ready_.store(true);
+}
+
+ModelView AttnScopeService::model_view() const {
+  ModelView view;
+  view.config = &model_->config();
+  view.tools = &model_->tools;
+  view.model_dir = model_->engine->options().model_dir;
+  return view;
+}
+
+absl::StatusOr<Admission> AttnScopeService::Admit(grpc::CallbackServerContext* context) {
+  Admission admission;
+  admission.arrival = Clock::now();
+  admission.request_id = absl::StrCat(request_id_prefix_, "-", next_request_number_.fetch_add(1));
+  admission.key_name = "anonymous";
+  if (keys_.enabled()) {
+    const auto& metadata = context->client_metadata();
+    auto it = metadata.find("authorization");
+    std::string_view value;
+    if (it != metadata.end()) value = std::string_view(it->second.data(), it->second.size());
+    absl::StatusOr<const ApiKey*> key = keys_.Authenticate(it == metadata.end() ? nullptr : &value);
+    if (!key.ok()) {
+      spdlog::warn("request id={} rejected: {}", admission.request_id,
+                   std::string(key.status().message()));
+      return key.status();
+    }
+    admission.key_name = (*key)->name;
+    absl::StatusOr<KeyLease> lease = keys_.Acquire(**key);
+    if (!lease.ok()) return lease.status();
+    admission.lease = *std::move(lease);
+  }
+  if (draining_.load()) {
+    return absl::UnavailableError("the server is shutting down (draining); retry elsewhere");
+  }
+  if (!model_ready_.load()) {
+    return absl::UnavailableError("the model is still loading; retry when health is SERVING");
+  }
+  admission.in_flight = std::make_unique<InFlightToken>(&in_flight_);
+  return admission;
+}
+
+void AttnScopeService::FillModelInfo(v1::ModelInfo* info) const {
+  const ModelConfig& c = model_->config();
+  info->set_name(model_->name);
+  info->set_architecture(c.architecture);
+  info->set_model_type(c.model_type);
+  info->set_num_layers(c.num_hidden_layers);
+  info->set_num_attention_heads(c.num_attention_heads);
+  info->set_num_key_value_heads(c.num_key_value_heads);
+  info->set_head_dim(c.head_dim);
+  info->set_hidden_size(c.hidden_size);
+  info->set_vocab_size(c.vocab_size);
+  info->set_max_position_embeddings(c.max_position_embeddings);
+  info->set_device(model_->engine->options().device);
+  info->set_run_dtype(model_->engine->options().dtype);
+  info->set_bos_token_id(c.bos_token_id);
+  for (int64_t id : c.eos_token_ids) info->add_eos_token_ids(id);
+  info->set_has_tokenizer(model_->tokenizer() != nullptr);
+  info->set_has_chat_template(model_->has_chat_template());
+  info->set_config_sha256(c.config_hash);
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAttention(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  absl::StatusOr<Admission> admission = Admit(context);
+  auto record = std::make_shared<RequestRecord>();
+  record->method = "GenerateWithAttention";
+  record->client_tag = request->client_tag().substr(0, 128);
+  auto* reactor = new GenerateReactor(record);
+  if (!admission.ok()) {
+    record->admission.arrival = Clock::now();
+    record->admission.request_id = "-";
+    reactor->FinishNow(ToGrpcStatus(admission.status()));
+    return reactor;
+  }
+  record->admission = *std::move(admission);
+
+  auto call = std::make_shared<GenerateCall>();
+  call->record = record;
+  call->deadline = context->deadline();
+  const ModelView view = model_view();
+  absl::StatusOr<PreparedGeneration> prepared = PrepareGeneration(*request, view, config_.limits);
+  if (!prepared.ok()) {
+    reactor->FinishNow(ToGrpcStatus(prepared.status()));
+    return reactor;
+  }
+  call->prepared = *std::move(prepared);
+  record->input_tokens = static_cast<int>(call->prepared.prompt.ids.size());
+
+  call->stream = std::make_shared<ResponseStream>(
+      config_.streaming.stream_queue_bytes,
+      std::chrono::milliseconds(
+          static_cast<int64_t>(config_.streaming.stall_timeout_seconds * 1000)),
+      [reactor](const v1::GenerateResponse* message) { reactor->StartWrite(message); },
+      [reactor](const grpc::Status& status) { reactor->Finish(status); });
+  reactor->Start(call->stream);
+
+  ModelContext* model = model_.get();
+  const uint64_t max_chunk_bytes = config_.streaming.max_message_bytes;
+  absl::Status submitted = worker_->Submit([call, model, max_chunk_bytes, this] {
+    RequestRecord& rec = *call->record;
+    rec.queue_seconds = SecondsSince(rec.admission.arrival);
+    ResponseStream& stream = *call->stream;
+    if (!stream.CheckOpen().ok()) return;  // cancelled while waiting
+    const PreparedGeneration& p = call->prepared;
+
+    v1::GenerateResponse header_message;
+    v1::Header* header = header_message.mutable_header();
+    header->set_request_id(rec.admission.request_id);
+    for (int64_t id : p.prompt.ids) header->add_prompt_ids(id);
+    for (const std::string& token : p.prompt.tokens) header->add_prompt_tokens(token);
+    for (const auto& [begin, end] : p.prompt.spans) {
+      v1::TokenSpan* span = header->add_prompt_spans();
+      span->set_start(static_cast<int32_t>(begin));
+      span->set_end(static_cast<int32_t>(end));
+    }
+    header->set_prompt_text(p.prompt.text);
+    FillModelInfo(header->mutable_model());
+    v1::ResolvedCapture* capture = header->mutable_capture();
+    for (int layer : p.capture.layers) capture->add_layers(layer);
+    for (int head : p.capture.heads) capture->add_heads(head);
+    capture->set_dtype(ToWireDType(p.capture.dtype));
+    capture->set_rows(ToWireRows(p.capture.rows));
+    header->set_estimated_capture_bytes(p.estimated_capture_bytes);
+    header->set_max_chunk_bytes(max_chunk_bytes);
+    header->set_queue_seconds(rec.queue_seconds);
+    if (!stream.Push(std::move(header_message)).ok()) return;
+
+    AttentionChunker chunker(p.capture, static_cast<int>(p.prompt.ids.size()), max_chunk_bytes,
+                             [&stream](v1::AttentionChunk&& chunk) {
+                               v1::GenerateResponse message;
+                               *message.mutable_chunk() = std::move(chunk);
+                               return stream.Push(std::move(message));
+                             });
+    StreamObserver observer(&stream, &chunker, model->tokenizer(), call->deadline);
+    absl::StatusOr<GenerationResult> result =
+        model->engine->Generate(p.prompt.ids, p.params, p.capture, &observer);
+    rec.generated_tokens = observer.generated();
+    absl::Status status = result.status();
+    if (status.ok()) status = chunker.Flush();
+    rec.attention_bytes = chunker.bytes_sent();
+    if (!status.ok()) {
+      stream.Close(ToGrpcStatus(status));
+      return;
+    }
+    v1::GenerateResponse final_message;
+    v1::Final* final = final_message.mutable_final();
+    std::vector<int64_t> generated(result->token_ids.begin() + result->prompt_length,
+                                   result->token_ids.end());
+    for (int64_t id : generated) final->add_generated_ids(id);
+    if (model->tokenizer() != nullptr)
+      final->set_generated_text(model->tokenizer()->Decode(generated, true));
+    final->set_stop_reason(result->stop_reason);
+    final->set_prompt_tokens(result->prompt_length);
+    final->set_generated_tokens(static_cast<int32_t>(generated.size()));
+    rec.generated_tokens = static_cast<int>(generated.size());
+    FillTimings(*result, rec.queue_seconds, rec.admission.arrival, final->mutable_timings());
+    final->set_total_chunks(chunker.chunks_sent());
+    final->set_total_attention_bytes(chunker.bytes_sent());
+    final->set_data_crc32(chunker.data_crc32());
+    if (!stream.Push(std::move(final_message)).ok()) return;
+    stream.Close(grpc::Status::OK);
+  });
+  if (!submitted.ok()) call->stream->Close(ToGrpcStatus(submitted));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerContext* context,
+                                                         const v1::AnalyzeRequest* request,
+                                                         v1::AnalyzeResponse* response) {
+  auto record = std::make_shared<RequestRecord>();
+  record->method = "AnalyzeHeads";
+  record->client_tag = request->client_tag().substr(0, 128);
+  auto* reactor = new UnaryCall(record);
+  absl::StatusOr<Admission> admission = Admit(context);
+  if (!admission.ok()) {
+    record->admission.arrival = Clock::now();
+    record->admission.request_id = "-";
+    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
+    return reactor;
+  }
+  record->admission = *std::move(admission);
+  const ModelView view = model_view();
+  const ModelConfig& model_config = *view.config;
+  const v1::AnalysisSpec& spec = request->analysis();
+
+  // Everything is checked here, before the request joins the queue.
+  auto fail = [&](const absl::Status& status) {
+    reactor->FinishOnce(ToGrpcStatus(status), nullptr);
+    return reactor;
+  };
+  absl::StatusOr<GenerationParams> params =
+      ValidateGenerationParams(request->generation(), view, config_.limits);
+  if (!params.ok()) return fail(params.status());
+  v1::CaptureSpec capture_request;
+  *capture_request.mutable_layers() = spec.layers();
+  *capture_request.mutable_heads() = spec.heads();
+  absl::StatusOr<CaptureSpec> capture = ValidateCaptureSpec(capture_request, model_config);
+  if (!capture.ok()) return fail(capture.status());
+  for (const auto& [field, value] :
+       {std::pair<const char*, int>{"analysis.query_positions", spec.query_positions()},
+        {"analysis.top_k", spec.top_k()},
+        {"analysis.beginning_k", spec.beginning_k()},
+        {"analysis.top_terms", spec.top_terms()}}) {
+    if (value < 0) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat(field, " = ", value, ": must be >= 0 (0 means the default)")));
+    }
+  }
+  if (!(spec.self_threshold() >= 0) || !(spec.focused_entropy_threshold() >= 0)) {
+    return fail(absl::InvalidArgumentError(
+        "analysis.self_threshold and analysis.focused_entropy_threshold must be >= 0"));
+  }
+
+  analysis::AnalysisOptions options;
+  if (spec.beginning_k() > 0) options.metrics.beginning_columns = spec.beginning_k();
+  if (spec.self_threshold() > 0) options.metrics.self_threshold = spec.self_threshold();
+  if (spec.focused_entropy_threshold() > 0) {
+    options.metrics.focused_entropy = spec.focused_entropy_threshold();
+  }
+  if (spec.terms_size() > 0) options.terms.assign(spec.terms().begin(), spec.terms().end());
+  options.queries.assign(spec.queries().begin(), spec.queries().end());
+  if (spec.query_positions() > 0) options.max_query_positions = spec.query_positions();
+  if (spec.top_k() > 0) options.top_k_keys = spec.top_k();
+  if (spec.top_terms() > 0) options.top_terms = spec.top_terms();
+  options.top_k_per_head = spec.top_k_per_head();
+  options.term_submatrix = spec.include_term_submatrix();
+
+  PreparedPrompt prompt;
+  if (spec.has_induction_probe()) {
+    const int n = spec.induction_probe().length();
+    if (n < 2) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("analysis.induction_probe.length = ", n, ": must be >= 2")));
+    }
+    // Draw from ordinary tokens: below the special tokens at the top of the vocabulary (as
+    // the command line's local analyze does, so both give the same probe).
+    int64_t end = model_config.vocab_size;
+    if (view.tokenizer() != nullptr) {
+      end = std::min<int64_t>(end, view.tokenizer()->vocab_size());
+      while (end > 1 && view.tokenizer()->IsSpecial(end - 1)) --end;
+    }
+    prompt.ids = analysis::MakeInductionProbe(n, spec.induction_probe().seed(), 0, end);
+    options.induction = analysis::InductionProbe{n, 0};
+    params->max_new_tokens = 0;  // the probe scores its own rows; nothing to generate
+    if (view.tokenizer() != nullptr) {
+      for (int64_t id : prompt.ids) prompt.tokens.push_back(view.tokenizer()->TokenString(id));
+    }
+  } else {
+    absl::StatusOr<PreparedPrompt> resolved = ResolveRequestInput(*request, view);
+    if (!resolved.ok()) return fail(resolved.status());
+    prompt = *std::move(resolved);
+  }
+  const int prompt_tokens = static_cast<int>(prompt.ids.size());
+  absl::Status limits =
+      CheckTokenLimits(prompt_tokens, params->max_new_tokens, model_config, config_.limits);
+  if (!limits.ok()) return fail(limits);
+  record->input_tokens = prompt_tokens;
+
+  analysis::AnalysisInput input;
+  input.token_ids = prompt.ids;
+  input.tokens = prompt.tokens;
+  input.prompt_length = prompt_tokens;
+  input.text = prompt.text;
+  for (const auto& [begin, end] : prompt.spans) {
+    input.spans.push_back({static_cast<int>(begin), static_cast<int>(end)});
+  }
+
+  ModelContext* model = model_.get();
+  const auto deadline = context->deadline();
+  auto state = reactor->state();
+  absl::Status submitted =
+      worker_->Submit([reactor, state, record, model, deadline, response, prompt_ids = prompt.ids,
+                       probe = spec.has_induction_probe(), params = *std::move(params),
+                       capture = *std::move(capture), input = std::move(input),
+                       options = std::move(options)]() mutable {
+        record->queue_seconds = SecondsSince(record->admission.arrival);
+        if (state->cancelled->load()) return;
+        const Tokenizer* tokenizer = model->tokenizer();
+        AnalysisObserver::TokenStringFn token_string;
+        if (tokenizer != nullptr) {
+          token_string = [tokenizer](int64_t id) { return tokenizer->TokenString(id); };
+        }
+        CancellableAnalysisObserver observer(std::move(input), std::move(options), token_string,
+                                             state->cancelled, deadline);
+        absl::StatusOr<GenerationResult> result;
+        if (probe) {
+          // One uncached forward over the probe, as the local analyze does.
+          absl::StatusOr<std::vector<float>> logits =
+              model->engine->Forward(prompt_ids, capture, &observer);
+          if (logits.ok()) {
+            result = GenerationResult();
+            result->token_ids = prompt_ids;
+            result->prompt_length = static_cast<int>(prompt_ids.size());
+            result->stop_reason = "probe";
+          } else {
+            result = logits.status();
+          }
+        } else {
+          result = model->engine->Generate(prompt_ids, params, capture, &observer);
+        }
+        record->generated_tokens = observer.generated();
+        if (!result.ok()) {
+          reactor->FinishOnce(ToGrpcStatus(result.status()), nullptr);
+          return;
+        }
+        std::vector<int64_t> generated(result->token_ids.begin() + result->prompt_length,
+                                       result->token_ids.end());
+        const std::string text = tokenizer != nullptr ? tokenizer->Decode(generated, true) : "";
+        absl::StatusOr<analysis::HeadReport> report = observer.Finish(text);
+        if (!report.ok()) {
+          reactor->FinishOnce(ToGrpcStatus(report.status()), nullptr);
+          return;
+        }
+        v1::AnalyzeResponse reply;
+        reply.set_request_id(record->admission.request_id);
+        reply.set_report_json(analysis::ReportToJson(*report).dump());
+        for (const analysis::LayerReport& layer : report->layers) {
+          v1::LayerSummary* summary = reply.add_layers();
+          summary->set_layer(layer.layer);
+          summary->set_num_heads(layer.stats.num_heads);
+          summary->set_seq_length(layer.stats.seq_length);
+          summary->set_mean_attention(layer.stats.mean_attention);
+          summary->set_max_attention(layer.stats.max_attention);
+          summary->set_attention_entropy(layer.stats.attention_entropy);
+          for (const analysis::HeadEntry& head : layer.heads) {
+            v1::HeadSummary* row = reply.add_heads();
+            row->set_layer(layer.layer);
+            row->set_head(head.head);
+            FillHeadMetrics(head.metrics, row->mutable_all_rows());
+            if (head.generated_rows) {
+              FillHeadMetrics(*head.generated_rows, row->mutable_generated_rows());
+            }
+            row->set_type(head.metrics.type);
+          }
+        }
+        for (int64_t id : result->token_ids) reply.add_token_ids(id);
+        reply.set_prompt_length(result->prompt_length);
+        reply.set_generated_text(text);
+        reply.set_stop_reason(result->stop_reason);
+        FillTimings(*result, record->queue_seconds, record->admission.arrival,
+                    reply.mutable_timings());
+        reactor->FinishOnce(grpc::Status::OK, [&] { *response = std::move(reply); });
+      });
+  if (!submitted.ok()) reactor->FinishOnce(ToGrpcStatus(submitted), nullptr);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AttnScopeService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                         const v1::GetModelInfoRequest*,
+                                                         v1::GetModelInfoResponse* response) {
+  auto record = std::make_shared<RequestRecord>();
+  record->method = "GetModelInfo";
+  auto* reactor = new UnaryCall(record);
+  absl::StatusOr<Admission> admission = Admit(context);
+  if (!admission.ok()) {
+    record->admission.arrival = Clock::now();
+    record->admission.request_id = "-";
+    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
+    return reactor;
+  }
+  record->admission = *std::move(admission);
+  reactor->FinishOnce(grpc::Status::OK, [&] {
+    FillModelInfo(response->mutable_model());
+    v1::ServerLimits* limits = response->mutable_limits();
+    limits->set_max_prompt_tokens(config_.limits.max_prompt_tokens);
+    limits->set_max_new_tokens(config_.limits.max_new_tokens);
+    limits->set_max_total_tokens(config_.limits.max_total_tokens);
+    limits->set_max_capture_bytes(config_.limits.max_capture_bytes);
+    limits->set_max_chunk_bytes(config_.streaming.max_message_bytes);
+    limits->set_queue_length(config_.queue_length);
+    limits->set_default_max_new_tokens(config_.limits.default_max_new_tokens);
+    response->set_server_version("attnscope 0.1.0");
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  auto record = std::make_shared<RequestRecord>();
+  record->method = "Tokenize";
+  auto* reactor = new UnaryCall(record);
+  absl::StatusOr<Admission> admission = Admit(context);
+  if (!admission.ok()) {
+    record->admission.arrival = Clock::now();
+    record->admission.request_id = "-";
+    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
+    return reactor;
+  }
+  record->admission = *std::move(admission);
+  const ModelView view = model_view();
+  absl::StatusOr<PreparedPrompt> input = ResolveRequestInput(*request, view);
+  if (!input.ok()) {
+    reactor->FinishOnce(ToGrpcStatus(input.status()), nullptr);
+    return reactor;
+  }
+  if (static_cast<int>(input->ids.size()) > config_.limits.max_prompt_tokens) {
+    reactor->FinishOnce(ToGrpcStatus(CheckTokenLimits(static_cast<int>(input->ids.size()), 0,
+                                                      *view.config, config_.limits)),
+                        nullptr);
+    return reactor;
+  }
+  record->input_tokens = static_cast<int>(input->ids.size());
+  reactor->FinishOnce(grpc::Status::OK, [&] {
+    for (int64_t id : input->ids) response->add_ids(id);
+    for (const std::string& token : input->tokens) response->add_tokens(token);
+    for (const auto& [begin, end] : input->spans) {
+      v1::TokenSpan* span = response->add_spans();
+      span->set_start(static_cast<int32_t>(begin));
+      span->set_end(static_cast<int32_t>(end));
+    }
+    if (request->input_case() == v1::TokenizeRequest::kIds) {
+      if (view.tokenizer() != nullptr) response->set_text(view.tokenizer()->Decode(input->ids));
+    } else {
+      response->set_text(input->text);
+    }
+  });
+  return reactor;
+}
+
+}  // namespace attnscope::service

@@ -1,0 +1,83 @@
+// The attnscope.v1.AttnScope gRPC service (callback API): admission (draining, model loaded,
+// API key, per-key concurrency), request validation before any model work, the engine worker
+// queue, and the streaming/analysis/tokenize handlers. Transport only: the engine, tokenizer
+// and analysis do the work.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "attnscope/v1/attnscope.grpc.pb.h"
+#include "server/service/api_keys.h"
+#include "server/service/engine_worker.h"
+#include "server/service/model_context.h"
+#include "server/service/request_validation.h"
+#include "server/service/server_config.h"
+
+namespace attnscope::service {
+
+// Counts requests in flight (for drain) while alive.
+class InFlightToken {
+ public:
+  explicit InFlightToken(std::atomic<int>* counter) : counter_(counter) { counter_->fetch_add(1); }
+  ~InFlightToken() { counter_->fetch_sub(1); }
+  InFlightToken(const InFlightToken&) = delete;
+  InFlightToken& operator=(const InFlightToken&) = delete;
+
+ private:
+  std::atomic<int>* counter_;
+};
+
+// What admission hands to a request: who it is and the slots it holds until it ends.
+struct Admission {
+  std::string request_id;
+  std::string key_name;  // "anonymous" without API keys
+  KeyLease lease;
+  std::unique_ptr<InFlightToken> in_flight;
+  std::chrono::steady_clock::time_point arrival;
+};
+
+class AttnScopeService final : public v1::AttnScope::CallbackService {
+ public:
+  AttnScopeService(ServerConfig config, ApiKeyTable keys);
+  ~AttnScopeService() override;
+
+  // Makes the model available to requests (once, after it is loaded and warmed).
+  void SetModel(std::unique_ptr<ModelContext> model);
+  bool model_ready() const { return model_ready_.load(); }
+  // From now on new requests get UNAVAILABLE; in-flight ones continue.
+  void BeginDrain() { draining_.store(true); }
+  int in_flight() const { return in_flight_.load(); }
+  ModelView model_view() const;
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateWithAttention(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* AnalyzeHeads(grpc::CallbackServerContext* context,
+                                         const v1::AnalyzeRequest* request,
+                                         v1::AnalyzeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::GetModelInfoResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+
+ private:
+  absl::StatusOr<Admission> Admit(grpc::CallbackServerContext* context);
+  void FillModelInfo(v1::ModelInfo* info) const;
+
+  const ServerConfig config_;
+  const ApiKeyTable keys_;
+  std::unique_ptr<ModelContext> model_;
+  std::atomic<bool> model_ready_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<int> in_flight_{0};
+  std::atomic<uint64_t> next_request_number_{1};
+  std::string request_id_prefix_;
+  std::unique_ptr<EngineWorker> worker_;
+};
+
+}  // namespace attnscope::service
