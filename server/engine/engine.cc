@@ -183,7 +183,7 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
     const bool capture_generated = capture.enabled() && capture.rows != CaptureRows::kPromptOnly;
 
     auto start = Clock::now();
-    auto logits = model.Forward(prompt_ids, &cache, capture_request);
+    auto logits = model.Forward(prompt_ids, &cache, capture_request, params.save_logits);
     if (!logits.ok()) return logits.status();
     const int vocab = config_.vocab_size;
     auto keep_logits = [&](const at::Tensor& rows) {

@@ -352,7 +352,8 @@ absl::StatusOr<at::Tensor> Transformer::Attention(int layer_index, const Decoder
 }
 
 absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids, KVCache* cache,
-                                                const AttentionCaptureRequest* capture) {
+                                                const AttentionCaptureRequest* capture,
+                                                bool all_logits) {
   const int count = static_cast<int>(ids.size());
   if (count == 0) return absl::InvalidArgumentError("Forward: no tokens");
   if (cache->length + count > cache->capacity) {
@@ -387,6 +388,7 @@ absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids,
     hidden = hidden + Mlp(layer, RmsNorm(hidden, layer.post_attention_layernorm));
   }
   cache->length += count;
+  if (!all_logits) hidden = hidden.narrow(0, count - 1, 1);
   hidden = RmsNorm(hidden.to(norm_.device()), norm_);
   return at::linear(hidden, lm_head_).to(at::kFloat);  // [count, vocab]
 }

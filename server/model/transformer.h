@@ -64,9 +64,12 @@ class Transformer {
   KVCache NewCache(int capacity) const;
 
   // Runs `ids` (positions cache->length ...) through the model, appending to the cache.
-  // Returns float32 logits [ids.size(), vocab] on the model's device.
+  // Returns float32 logits [ids.size(), vocab] on the model's device, or only the last
+  // position's [1, vocab] when `all_logits` is false (the lm_head over a long prompt costs as
+  // much as several layers, and generation needs just the last row).
   absl::StatusOr<at::Tensor> Forward(const std::vector<int64_t>& ids, KVCache* cache,
-                                     const AttentionCaptureRequest* capture);
+                                     const AttentionCaptureRequest* capture,
+                                     bool all_logits = true);
 
  private:
   Transformer(ModelConfig config, at::Device device, at::ScalarType dtype);
