@@ -10,7 +10,7 @@
 #include "server/engine/capture_file.h"
 
 #ifdef ATTNSCOPE_WITH_GRPC
-#include "client/cpp/remote_capture.h"
+#include "client/cpp/remote/request_flags.h"
 #endif
 
 namespace attnscope::cli {
@@ -30,7 +30,7 @@ int RunCapture(const std::vector<std::string>& args) {
   if (out.empty()) return Fail("capture", "--out FILE.safetensors is required");
   if (flags.Has("server")) {
 #ifdef ATTNSCOPE_WITH_GRPC
-    return RunRemoteCapture(flags);
+    return remote::RunRemoteCapture(flags);
 #else
     return Fail("capture", "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
 #endif
