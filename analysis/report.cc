@@ -129,6 +129,119 @@ nlohmann::json ReportToJson(const HeadReport& report) {
   return doc;
 }
 
+namespace {
+
+HeadMetrics HeadMetricsFromJson(const nlohmann::json& object) {
+  HeadMetrics metrics;
+  metrics.diagonal = object.at("diagonal").get<double>();
+  metrics.previous_token = object.at("previous_token").get<double>();
+  metrics.causal = object.at("causal").get<double>();
+  metrics.beginning = object.at("beginning").get<double>();
+  metrics.sink = object.at("sink").get<double>();
+  metrics.entropy = object.at("entropy").get<double>();
+  metrics.max = object.at("max").get<double>();
+  metrics.type = object.at("type").get<std::string>();
+  return metrics;
+}
+
+std::vector<HeadScore> ScoresFromJson(const nlohmann::json& list) {
+  std::vector<HeadScore> scores;
+  for (const auto& item : list) {
+    scores.push_back(
+        {item.at("layer").get<int>(), item.at("head").get<int>(), item.at("score").get<double>()});
+  }
+  return scores;
+}
+
+}  // namespace
+
+absl::StatusOr<HeadReport> ReportFromJson(const nlohmann::json& doc) {
+  HeadReport report;
+  try {
+    report.tokens = doc.at("tokens").get<std::vector<std::string>>();
+    report.prompt_length = doc.at("prompt_length").get<int>();
+    report.generated_text = doc.at("generated_text").get<std::string>();
+    for (const auto& layer_json : doc.at("layers")) {
+      LayerReport layer;
+      layer.layer = layer_json.at("layer").get<int>();
+      layer.stats.num_heads = layer_json.at("num_heads").get<int>();
+      layer.stats.seq_length = layer_json.at("seq_length").get<int>();
+      layer.stats.mean_attention = layer_json.at("mean_attention").get<double>();
+      layer.stats.max_attention = layer_json.at("max_attention").get<double>();
+      layer.stats.attention_entropy = layer_json.at("attention_entropy").get<double>();
+      for (const auto& head_json : layer_json.at("heads")) {
+        HeadEntry entry;
+        entry.head = head_json.at("head").get<int>();
+        entry.metrics = HeadMetricsFromJson(head_json);
+        if (head_json.contains("generated_rows")) {
+          entry.generated_rows = HeadMetricsFromJson(head_json.at("generated_rows"));
+        }
+        layer.heads.push_back(std::move(entry));
+      }
+      report.layers.push_back(std::move(layer));
+    }
+    for (const auto& item : doc.at("terms")) {
+      TermMatch match;
+      match.term = item.at("term").get<std::string>();
+      match.word = item.at("word").get<std::string>();
+      const auto bytes = item.at("word_bytes").get<std::vector<int>>();
+      if (bytes.size() == 2) {
+        match.word_begin = bytes[0];
+        match.word_end = bytes[1];
+      }
+      match.positions = item.at("positions").get<std::vector<int>>();
+      report.terms.push_back(std::move(match));
+    }
+    for (const auto& item : doc.at("term_attention")) {
+      TermAttention entry;
+      entry.layer = item.at("layer").get<int>();
+      entry.head = item.at("head").get<int>();
+      entry.mean = item.at("mean").get<double>();
+      entry.max = item.at("max").get<double>();
+      for (const auto& term : item.at("top_terms")) {
+        entry.top_terms.push_back(
+            {term.at("term").get<std::string>(), term.at("mass").get<double>()});
+      }
+      if (item.contains("submatrix")) {
+        const auto& sub = item.at("submatrix");
+        entry.has_submatrix = true;
+        entry.rows = sub.at("rows").get<std::vector<int>>();
+        entry.positions = sub.at("positions").get<std::vector<int>>();
+        for (const auto& row : sub.at("values")) {
+          for (const auto& value : row) entry.submatrix.push_back(value.get<float>());
+        }
+      }
+      report.term_attention.push_back(std::move(entry));
+    }
+    for (const auto& item : doc.at("top_k")) {
+      TopKList list;
+      list.layer = item.at("layer").get<int>();
+      if (!item.at("head").is_null()) list.head = item.at("head").get<int>();
+      list.query = item.at("query").get<std::string>();
+      list.query_position = item.at("query_position").get<int>();
+      list.query_token = item.at("query_token").get<std::string>();
+      for (const auto& key : item.at("keys")) {
+        list.keys.push_back({key.at("position").get<int>(), key.at("token").get<std::string>(),
+                             key.at("weight").get<double>()});
+      }
+      report.top_k.push_back(std::move(list));
+    }
+    const auto& detectors = doc.at("detectors");
+    report.detectors.previous_token = ScoresFromJson(detectors.at("previous_token"));
+    report.detectors.duplicate_token = ScoresFromJson(detectors.at("duplicate_token"));
+    report.detectors.induction = ScoresFromJson(detectors.at("induction"));
+    if (detectors.contains("induction_probe")) {
+      const auto& probe = detectors.at("induction_probe");
+      report.detectors.probe = InductionProbe{probe.at("repeat_length").get<int>(),
+                                              probe.at("first_position").get<int>()};
+    }
+  } catch (const nlohmann::json::exception& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("analysis report JSON: missing or mistyped field: ", error.what()));
+  }
+  return report;
+}
+
 std::string FormatReportText(const HeadReport& report) {
   std::string out;
   const int total = static_cast<int>(report.tokens.size());

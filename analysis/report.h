@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "analysis/detectors.h"
 #include "analysis/head_metrics.h"
 #include "analysis/terms.h"
@@ -82,6 +83,9 @@ nlohmann::json HeadMetricsToJson(const HeadMetrics& metrics);
 // {"tokens", "prompt_length", "generated_text", "layers", "terms", "term_attention",
 //  "top_k", "detectors"}; see docs-fragments/analysis.md for every field.
 nlohmann::json ReportToJson(const HeadReport& report);
+// The inverse of ReportToJson (for clients that receive report_json, e.g. the remote
+// `analyze --server` text mode). Missing or mistyped fields are InvalidArgument naming them.
+absl::StatusOr<HeadReport> ReportFromJson(const nlohmann::json& document);
 // Readable tables like the notebook's printout: per-layer statistics, the head
 // specialisation table, terms, term attention, top-k lists and detector rankings.
 std::string FormatReportText(const HeadReport& report);

@@ -92,6 +92,19 @@ TEST(ReportTest, GeneratedRowsAreAbsentWithoutGeneratedTokens) {
   EXPECT_TRUE(doc["term_attention"].empty());
 }
 
+TEST(ReportTest, JsonRoundTripsThroughReportFromJson) {
+  const nlohmann::json doc = ReportToJson(SmallReport(4));
+  auto parsed = ReportFromJson(doc);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(ReportToJson(*parsed), doc);
+  EXPECT_EQ(FormatReportText(*parsed), FormatReportText(SmallReport(4)));
+  nlohmann::json broken = doc;
+  broken["layers"][0]["heads"][0].erase("sink");
+  auto error = ReportFromJson(broken);
+  ASSERT_FALSE(error.ok());
+  EXPECT_NE(error.status().message().find("sink"), std::string::npos) << error.status();
+}
+
 TEST(ReportTest, TextTablesReadLikeTheNotebook) {
   const std::string text = FormatReportText(SmallReport(4));
   EXPECT_NE(text.find("Layer 3:"), std::string::npos) << text;
