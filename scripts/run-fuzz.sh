@@ -48,7 +48,12 @@ cmake -S "$repo/tests/fuzz" -B "$build" "${generator[@]}" \
   echo "run-fuzz: configure failed" >&2
   exit 2
 }
-cmake --build "$build" -j"$jobs" --target fuzz_targets
+# Only the requested targets (a name that is not a target fails the build, listing them).
+if [ ${#wanted[@]} -gt 0 ]; then
+  cmake --build "$build" -j"$jobs" --target "${wanted[@]}"
+else
+  cmake --build "$build" -j"$jobs" --target fuzz_targets
+fi
 
 list="$build/fuzz_targets.txt"
 if [ ! -s "$list" ] || ! grep -q . "$list"; then
