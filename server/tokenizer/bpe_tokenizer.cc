@@ -90,6 +90,17 @@ struct AlignedText {
     }
     text += normalized;
   }
+  // Appends original[orig_begin, +length) unchanged.
+  void AppendIdentity(const std::string& original, int64_t orig_begin, int64_t length) {
+    if (!pieces.empty() && pieces.back().identity &&
+        pieces.back().orig_begin + pieces.back().orig_length == orig_begin) {
+      pieces.back().norm_length += length;
+      pieces.back().orig_length += length;
+    } else {
+      pieces.push_back({static_cast<int64_t>(text.size()), length, orig_begin, length, true});
+    }
+    text.append(original, orig_begin, length);
+  }
   const Piece& PieceAt(int64_t norm_pos) const {
     auto it = std::upper_bound(pieces.begin(), pieces.end(), norm_pos,
                                [](int64_t pos, const Piece& p) { return pos < p.norm_begin; });
@@ -134,6 +145,23 @@ void AppendNfc(const std::string& original, int64_t begin, int64_t end, AlignedT
     int64_t begin, end;
     bool may_change;
   };
+  // Fast path: nothing NFC could touch (ASCII, Latin-1, CJK ideographs, Hangul syllables).
+  bool all_stable = true;
+  for (int64_t at = begin; at < end && all_stable;) {
+    const unsigned char lead = static_cast<unsigned char>(original[at]);
+    if (lead < 0x80) {
+      ++at;
+      continue;
+    }
+    const int length = utf8::WellFormedLength(original, at);
+    const int32_t cp = utf8::DecodeAt(original, at, length);
+    all_stable = cp < 0x300 || (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0xAC00 && cp <= 0xD7A3);
+    at += length;
+  }
+  if (all_stable) {
+    out->AppendIdentity(original, begin, end - begin);
+    return;
+  }
   std::vector<Run> runs;
   int64_t pos = begin;
   while (pos < end) {
@@ -158,8 +186,7 @@ void AppendNfc(const std::string& original, int64_t begin, int64_t end, AlignedT
   size_t i = 0;
   while (i < runs.size()) {
     if (!runs[i].may_change && (i + 1 >= runs.size() || !runs[i + 1].may_change)) {
-      out->Append(original, runs[i].begin, runs[i].end - runs[i].begin,
-                  original.substr(runs[i].begin, runs[i].end - runs[i].begin));
+      out->AppendIdentity(original, runs[i].begin, runs[i].end - runs[i].begin);
       ++i;
       continue;
     }
@@ -622,6 +649,12 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const json&
       added.push_back(std::move(token));
     }
   }
+  // Ids index dense tables: refuse absurd ones instead of allocating for them.
+  constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+  if (max_id > kMaxTokenId) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": token id ", max_id, " exceeds the limit ", kMaxTokenId));
+  }
   const int64_t size = max_id + 1;
   tokenizer->token_bytes_.assign(size, "");
   tokenizer->display_.assign(size, "");
@@ -792,7 +825,7 @@ absl::Status BpeTokenizer::EncodeSegment(const std::string& text, int64_t begin,
   if (nfc_) {
     AppendNfc(text, begin, end, &aligned);
   } else {
-    aligned.Append(text, begin, end - begin, text.substr(begin, end - begin));
+    aligned.AppendIdentity(text, begin, end - begin);
   }
   std::vector<PreToken> pre_tokens = {{0, static_cast<int64_t>(aligned.text.size()), false}};
   for (const PreTokenizerStep& step : steps_) {
@@ -812,8 +845,11 @@ absl::Status BpeTokenizer::EncodeSegment(const std::string& text, int64_t begin,
     int64_t offset = 0;
     for (int32_t id : ids) {
       const int64_t length = static_cast<int64_t>(token_bytes_[id].size());
-      const int64_t norm_begin = pre.begin + std::max<int64_t>(0, offset - shift);
-      const int64_t norm_end = pre.begin + offset + length - shift;
+      // Clamped to the pre-token, so even a file whose added tokens reuse vocab ids with
+      // other content cannot produce spans outside the text.
+      const int64_t norm_begin =
+          std::min(pre.end, pre.begin + std::max<int64_t>(0, offset - shift));
+      const int64_t norm_end = std::min(pre.end, pre.begin + offset + length - shift);
       offset += length;
       int64_t span_begin, span_end;
       if (norm_end <= norm_begin) {  // only the inserted prefix space
