@@ -219,10 +219,30 @@ class SentencePieceTokenizer : public Tokenizer {
                      sizeof(error)) != 0) {
       return absl::InternalError(absl::StrCat("SentencePiece encode failed: ", error));
     }
+    const size_t first = encoding->ids.size();
     for (size_t i = 0; i < count; ++i) {
       encoding->ids.push_back(ids[i]);
       encoding->tokens.push_back(TokenString(ids[i]));
       encoding->spans.emplace_back(begin + begins[i], begin + ends[i]);
+    }
+    // SentencePiece gives byte-fallback pieces of one character empty spans except the last;
+    // when a run of byte pieces covers exactly as many bytes as it has pieces, give each its
+    // own byte so spans stay useful for plots.
+    for (size_t i = first; i < encoding->ids.size();) {
+      if (!(flags_[encoding->ids[i]] & kAttnscopeSpmByte)) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < encoding->ids.size() && (flags_[encoding->ids[j]] & kAttnscopeSpmByte)) ++j;
+      const int64_t run_begin = encoding->spans[i].first, run_end = encoding->spans[j - 1].second;
+      if (run_end - run_begin == static_cast<int64_t>(j - i)) {
+        for (size_t k = i; k < j; ++k) {
+          encoding->spans[k] = {run_begin + static_cast<int64_t>(k - i),
+                                run_begin + static_cast<int64_t>(k - i) + 1};
+        }
+      }
+      i = j;
     }
     api_->free_buffer(ids);
     api_->free_buffer(begins);

@@ -84,6 +84,16 @@ TEST_F(SentencePieceTest, RoundTripsTextIncludingUnseenCharacters) {
     EXPECT_FALSE(encoding->ids.empty());
     EXPECT_EQ(tokenizer_->Decode(encoding->ids), text);
   }
+  // Byte-fallback pieces of an unseen character each point at their own byte.
+  const std::string unseen = "a \xE6\x97\xA5";
+  auto bytes = tokenizer_->Encode(unseen);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_GE(bytes->spans.size(), 3u);
+  const size_t n = bytes->spans.size();
+  EXPECT_EQ(bytes->tokens[n - 3], "<0xE6>");
+  EXPECT_EQ(bytes->spans[n - 3], std::make_pair(int64_t{2}, int64_t{3}));
+  EXPECT_EQ(bytes->spans[n - 2], std::make_pair(int64_t{3}, int64_t{4}));
+  EXPECT_EQ(bytes->spans[n - 1], std::make_pair(int64_t{4}, int64_t{5}));
   auto empty = tokenizer_->Encode("");
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->ids.empty());
