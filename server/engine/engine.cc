@@ -86,6 +86,14 @@ absl::Status ValidateCapture(const CaptureSpec& capture, const ModelConfig& conf
 
 }  // namespace
 
+std::vector<std::string> AssignLayerDevices(int num_layers, const std::vector<std::string>& devices) {
+  std::vector<std::string> assignment;
+  if (devices.empty()) return assignment;
+  const int64_t parts = static_cast<int64_t>(devices.size());
+  for (int64_t i = 0; i < num_layers; ++i) assignment.push_back(devices[i * parts / num_layers]);
+  return assignment;
+}
+
 Engine::Engine(EngineOptions options, ModelConfig config, std::unique_ptr<ModelRunner> runner)
     : options_(std::move(options)), config_(std::move(config)), runner_(std::move(runner)) {}
 
@@ -106,13 +114,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     if (*dtype != at::kFloat && device.is_cpu() && *dtype == at::kHalf) {
       return absl::InvalidArgumentError("dtype float16 is not supported on CPU; use float32 or bfloat16");
     }
-    if (!options.layer_devices.empty()) {
-      // Consecutive layers per device: ["cuda:0", "cuda:1"] splits the stack in two halves.
-      const int layers = config->num_hidden_layers;
-      const int parts = static_cast<int>(options.layer_devices.size());
-      for (int i = 0; i < layers; ++i) {
-        layer_devices.emplace_back(options.layer_devices[static_cast<int64_t>(i) * parts / layers]);
+    for (const auto& name : AssignLayerDevices(config->num_hidden_layers, options.layer_devices)) {
+      at::Device layer_device(name);
+      if (layer_device.is_cuda() && !at::hasCUDA()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("layer_devices: '", name, "': this build or machine has no CUDA"));
       }
+      layer_devices.push_back(layer_device);
     }
     auto model = Transformer::Load(options.model_dir, *config, device, *dtype, layer_devices);
     if (!model.ok()) return model.status();

@@ -79,6 +79,10 @@ struct GenerationResult {
   double decode_seconds = 0;
 };
 
+// Spreads `num_layers` consecutive layers over `devices` in contiguous, near-equal runs
+// (["cuda:0", "cuda:1"] over 28 layers: 0-13 on cuda:0, 14-27 on cuda:1). Empty devices: {}.
+std::vector<std::string> AssignLayerDevices(int num_layers, const std::vector<std::string>& devices);
+
 class ModelRunner;  // defined in engine.cc; holds libtorch state
 
 class Engine {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "server/engine/capture_file.h"
@@ -117,6 +118,29 @@ TEST_P(GoldenTest, GreedyGenerationCapturesTheFullCausalMatrix) {
 TEST_P(GoldenTest, PromptLogitsMatch) {
   auto logits = engine_->Forward(Load("prompt_ids.npy").AsInt64(), CaptureSpec(), nullptr);
   ASSERT_TRUE(logits.ok());
+  EXPECT_LT(MaxAbsDiff(*logits, Load("prompt_logits.npy").values), kTolerance);
+}
+
+TEST(LayerPlacementTest, ConsecutiveNearEqualRuns) {
+  EXPECT_TRUE(AssignLayerDevices(28, {}).empty());
+  const auto two = AssignLayerDevices(28, {"cuda:0", "cuda:1"});
+  ASSERT_EQ(two.size(), 28u);
+  EXPECT_EQ(std::count(two.begin(), two.end(), "cuda:0"), 14);
+  EXPECT_EQ(two[13], "cuda:0");
+  EXPECT_EQ(two[14], "cuda:1");
+  const auto three = AssignLayerDevices(4, {"a", "b", "c"});
+  EXPECT_EQ(three, (std::vector<std::string>{"a", "a", "b", "c"}));
+}
+
+TEST_P(GoldenTest, LayersSpreadOverSeveralDevicesGiveTheSameLogits) {
+  EngineOptions options;
+  options.model_dir = dir_ + "/model";
+  // Two CPU "devices" exercise the placement and the hand-over between layers.
+  options.layer_devices = {"cpu", "cpu:0"};
+  auto placed = Engine::Load(options);
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  auto logits = (*placed)->Forward(Load("prompt_ids.npy").AsInt64(), CaptureSpec(), nullptr);
+  ASSERT_TRUE(logits.ok()) << logits.status();
   EXPECT_LT(MaxAbsDiff(*logits, Load("prompt_logits.npy").values), kTolerance);
 }
 

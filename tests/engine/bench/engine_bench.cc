@@ -157,6 +157,19 @@ int Main(int argc, char** argv) {
   std::printf("%-44s %12.0f %12.0f %8.2f\n", "peak RSS MiB vs weights + KV cache", PeakRssMiB() - rss_before,
               weight_mib + kv_mib, (PeakRssMiB() - rss_before) / (weight_mib + kv_mib));
   std::printf("captured %.1f MiB of attention per run\n", capture_bytes / (1024.0 * 1024.0));
+  // Machine-readable lines for scripts/bench.sh: figure, value, baseline, ratio.
+  std::printf("BENCH\tprefill tok/s (512 tokens), capture on vs off\t%.1f\t%.1f\t%.2f\n",
+              p / captured.prefill_seconds, p / plain.prefill_seconds,
+              plain.prefill_seconds / captured.prefill_seconds);
+  std::printf("BENCH\tdecode tok/s, capture on vs off\t%.2f\t%.2f\t%.2f\n",
+              decode_tokens / captured.decode_seconds, decode_tokens / plain.decode_seconds,
+              plain.decode_seconds / captured.decode_seconds);
+  std::printf("BENCH\tgeneration time s, capture on vs off (goal <= 1.5)\t%.3f\t%.3f\t%.2f\n",
+              captured_total, plain_total, captured_total / plain_total);
+  std::printf("BENCH\tprefill GFLOP/s vs plain matmul (goal >= 0.5)\t%.1f\t%.1f\t%.2f\n",
+              prefill_gflops, matmul_gflops, prefill_gflops / matmul_gflops);
+  std::printf("BENCH\tpeak RSS MiB vs weights + KV cache\t%.0f\t%.0f\t%.2f\n", PeakRssMiB() - rss_before,
+              weight_mib + kv_mib, (PeakRssMiB() - rss_before) / (weight_mib + kv_mib));
   return 0;
 }
 
