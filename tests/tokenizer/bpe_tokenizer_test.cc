@@ -266,3 +266,83 @@ TEST(TinyTokenizer, WrittenFilesRoundTrip) {
 
 }  // namespace
 }  // namespace attnscope
+
+namespace attnscope {
+namespace {
+
+// The tiny tokenizer (byte b is id b) with a changed pre-tokenizer/model, for hand-computed
+// checks of the pipeline pieces Qwen2 does not use.
+nlohmann::json TinyTokenizerJson() {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("attnscope-tiny-json-" + std::to_string(getpid())))
+          .string();
+  EXPECT_TRUE(WriteTinyTokenizerFiles(dir).ok());
+  std::ifstream in(dir + "/tokenizer.json");
+  nlohmann::json json = nlohmann::json::parse(in);
+  std::filesystem::remove_all(dir);
+  return json;
+}
+
+std::vector<int64_t> Ids(const nlohmann::json& json, const std::string& text) {
+  auto tokenizer = LoadBpeTokenizerFromJson(json.dump(), "test.json");
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  if (!tokenizer.ok()) return {};
+  auto encoding = (*tokenizer)->Encode(text);
+  EXPECT_TRUE(encoding.ok());
+  return encoding.ok() ? encoding->ids : std::vector<int64_t>{};
+}
+
+TEST(BpePipeline, SplitBehavioursDecideWhichBytesMayMerge) {
+  nlohmann::json json = TinyTokenizerJson();
+  json["model"]["vocab"]["a\xC4\xA0"] = 300;  // "aĠ" = "a "
+  json["model"]["merges"] = {"a \xC4\xA0"};
+  const nlohmann::json byte_level = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  const auto with_split = [&](const std::string& behavior) {
+    nlohmann::json copy = json;
+    nlohmann::json split = {
+        {"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", behavior}};
+    copy["pre_tokenizer"] = {{"type", "Sequence"},
+                             {"pretokenizers", nlohmann::json::array({split, byte_level})}};
+    return Ids(copy, "a b");
+  };
+  EXPECT_EQ(with_split("Isolated"), (std::vector<int64_t>{'a', ' ', 'b'}));
+  EXPECT_EQ(with_split("Removed"), (std::vector<int64_t>{'a', 'b'}));
+  EXPECT_EQ(with_split("MergedWithPrevious"), (std::vector<int64_t>{300, 'b'}));
+  EXPECT_EQ(with_split("MergedWithNext"), (std::vector<int64_t>{'a', ' ', 'b'}));
+}
+
+TEST(BpePipeline, ByteLevelPrefixSpaceHasAnEmptySpan) {
+  nlohmann::json json = TinyTokenizerJson();
+  json["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}};
+  auto tokenizer = LoadBpeTokenizerFromJson(json.dump(), "test.json");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto encoding = (*tokenizer)->Encode("hi");
+  ASSERT_TRUE(encoding.ok());
+  EXPECT_EQ(encoding->ids, (std::vector<int64_t>{' ', 'h', 'i'}));
+  EXPECT_EQ(encoding->spans, (std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {0, 1}, {1, 2}}));
+}
+
+TEST(BpePipeline, IgnoreMergesTakesWholeWordsFromTheVocab) {
+  nlohmann::json json = TinyTokenizerJson();
+  json["model"]["vocab"]["abc"] = 300;  // reachable by no merge
+  EXPECT_EQ(Ids(json, "abc"), (std::vector<int64_t>{'a', 'b', 'c'}));
+  json["model"]["ignore_merges"] = true;
+  EXPECT_EQ(Ids(json, "abc"), (std::vector<int64_t>{300}));
+  EXPECT_EQ(Ids(json, "abcd"), (std::vector<int64_t>{'a', 'b', 'c', 'd'}));
+}
+
+TEST(BpePipeline, LongWordsUseTheHeapPathWithTheSameResult) {
+  // 200 'a's with merges a+a (rank 0) and aa+aa (rank 1): leftmost pairs merge first, giving
+  // 50 "aaaa" tokens, whichever BPE path (short-word loop or heap) runs.
+  nlohmann::json json = TinyTokenizerJson();
+  json["model"]["vocab"]["aa"] = 300;
+  json["model"]["vocab"]["aaaa"] = 301;
+  json["model"]["merges"] = {"a a", "aa aa"};
+  EXPECT_EQ(Ids(json, std::string(200, 'a')), std::vector<int64_t>(50, 301));
+  EXPECT_EQ(Ids(json, std::string(7, 'a')), (std::vector<int64_t>{301, 300, 'a'}));
+  EXPECT_EQ(Ids(json, std::string(199, 'a')).back(), 'a');
+}
+
+}  // namespace
+}  // namespace attnscope
