@@ -153,8 +153,7 @@ class StreamingAnalyzer::LayerAccumulator {
       : owner_(owner), layer_(layer), heads_(std::move(heads)) {
     const int k = owner_->options_.metrics.beginning_columns;
     for (size_t h = 0; h < heads_.size(); ++h) {
-      per_head_.push_back(
-          PerHead{HeadMetricsAccumulator(0, k), HeadMetricsAccumulator(owner_->prompt_length_, k)});
+      per_head_.emplace_back(owner_->prompt_length_, k);
     }
   }
 
@@ -269,6 +268,8 @@ class StreamingAnalyzer::LayerAccumulator {
 
  private:
   struct PerHead {
+    PerHead(int prompt_length, int beginning_columns)
+        : all(0, beginning_columns), generated(prompt_length, beginning_columns) {}
     HeadMetricsAccumulator all;
     HeadMetricsAccumulator generated;
     double duplicate_sum = 0;
