@@ -73,6 +73,10 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerationPa
     }
     params.eos_token_ids.push_back(id);
   }
+  if (p.ignore_eos()) {
+    // The engine stops only on the ids of an explicit list; -1 is never sampled.
+    params.eos_token_ids = {-1};
+  }
   for (int i = 0; i < p.stop_strings_size(); ++i) {
     if (p.stop_strings(i).empty()) {
       return Invalid(absl::StrCat("generation.stop_strings[", i, "]"), "\"\"", "must not be empty");
@@ -126,12 +130,17 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const v1::CaptureSpec& spec,
   }
   std::vector<int> layers(spec.layers().begin(), spec.layers().end());
   std::vector<int> heads(spec.heads().begin(), spec.heads().end());
+  // A bad index is a bad argument of this request (ResolveIndices says OUT_OF_RANGE).
   absl::StatusOr<std::vector<int>> resolved_layers =
       ResolveIndices(layers, config.num_hidden_layers, "capture.layers");
-  if (!resolved_layers.ok()) return resolved_layers.status();
+  if (!resolved_layers.ok()) {
+    return absl::InvalidArgumentError(resolved_layers.status().message());
+  }
   absl::StatusOr<std::vector<int>> resolved_heads =
       ResolveIndices(heads, config.num_attention_heads, "capture.heads");
-  if (!resolved_heads.ok()) return resolved_heads.status();
+  if (!resolved_heads.ok()) {
+    return absl::InvalidArgumentError(resolved_heads.status().message());
+  }
   if (!spec.disabled()) {
     capture.layers = *std::move(resolved_layers);
     capture.heads = *std::move(resolved_heads);

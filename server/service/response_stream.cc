@@ -5,11 +5,12 @@
 namespace attnscope::service {
 
 ResponseStream::ResponseStream(uint64_t capacity_bytes, std::chrono::milliseconds stall_timeout,
-                               StartWriteFn start_write, FinishFn finish)
+                               StartWriteFn start_write, FinishFn finish, CancelFn cancel)
     : capacity_bytes_(capacity_bytes),
       stall_timeout_(stall_timeout),
       start_write_(std::move(start_write)),
       finish_(std::move(finish)),
+      cancel_(std::move(cancel)),
       last_progress_(std::chrono::steady_clock::now()) {}
 
 absl::Status ResponseStream::CheckOpen() const {
@@ -37,6 +38,14 @@ absl::Status ResponseStream::Push(v1::GenerateResponse message) {
         close_status_ = grpc::Status(grpc::StatusCode::ABORTED, message_text);
         for (const auto& m : queue_) queued_bytes_ -= m.ByteSizeLong();
         queue_.clear();
+        if (cancel_ && write_in_flight_) {
+          // The in-flight write completes only once the RPC is cancelled.
+          cancelling_ = true;
+          lock.unlock();
+          cancel_();
+          lock.lock();
+          cancelling_ = false;
+        }
         const bool finish = ShouldFinishLocked();
         lock.unlock();
         if (finish) finish_(close_status_);
@@ -72,7 +81,7 @@ bool ResponseStream::TakeNextLocked() {
 }
 
 bool ResponseStream::ShouldFinishLocked() {
-  if (finished_ || !closed_ || write_in_flight_) return false;
+  if (finished_ || !closed_ || write_in_flight_ || cancelling_) return false;
   if (close_status_.ok() && !queue_.empty()) return false;
   finished_ = true;
   return true;

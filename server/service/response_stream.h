@@ -4,6 +4,9 @@
 // while the queued bytes (in-flight message included) would exceed the capacity, and gives up
 // with ABORTED when no write has completed for the stall timeout.
 //
+// A stalled reader is cut off: the stream closes with ABORTED (the server's log line says
+// why) and the RPC is cancelled server-side, freeing it at once; the client sees CANCELLED.
+//
 // The reactor's operations are passed as functions so the queue is testable without gRPC.
 #pragma once
 
@@ -25,9 +28,12 @@ class ResponseStream {
  public:
   using StartWriteFn = std::function<void(const v1::GenerateResponse*)>;
   using FinishFn = std::function<void(const grpc::Status&)>;
+  // Cancels the RPC from the server side (ServerContext::TryCancel), so that a write the
+  // stalled client will never accept completes (with ok = false) and the call can end.
+  using CancelFn = std::function<void()>;
 
   ResponseStream(uint64_t capacity_bytes, std::chrono::milliseconds stall_timeout,
-                 StartWriteFn start_write, FinishFn finish);
+                 StartWriteFn start_write, FinishFn finish, CancelFn cancel = nullptr);
 
   // Producer: queues a message, blocking while the stream is full. CANCELLED once the
   // stream is closed (client cancelled or went away), ABORTED when the reader stalled.
@@ -59,6 +65,7 @@ class ResponseStream {
   const std::chrono::milliseconds stall_timeout_;
   StartWriteFn start_write_;
   FinishFn finish_;
+  CancelFn cancel_;
 
   mutable std::mutex mutex_;
   std::condition_variable space_available_;
@@ -70,6 +77,7 @@ class ResponseStream {
   std::chrono::steady_clock::time_point last_progress_;
   bool closed_ = false;
   bool finished_ = false;
+  bool cancelling_ = false;  // cancel_ is running: the reactor must stay alive, no Finish yet
   grpc::Status close_status_;
   uint64_t bytes_written_ = 0;
 };

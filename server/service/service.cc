@@ -175,7 +175,11 @@ struct GenerateCall {
 
 class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  explicit GenerateReactor(std::shared_ptr<RequestRecord> record) : record_(std::move(record)) {}
+  GenerateReactor(std::shared_ptr<RequestRecord> record, grpc::CallbackServerContext* context)
+      : record_(std::move(record)), context_(context) {}
+
+  // Valid until OnDone, which cannot come while the stream is cancelling (see ResponseStream).
+  void CancelFromServer() { context_->TryCancel(); }
 
   void Start(std::shared_ptr<ResponseStream> stream) { stream_ = std::move(stream); }
   void FinishNow(const grpc::Status& status) {
@@ -196,6 +200,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
 
  private:
   std::shared_ptr<RequestRecord> record_;
+  grpc::CallbackServerContext* context_;
   std::shared_ptr<ResponseStream> stream_;
 };
 
@@ -369,7 +374,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
   auto record = std::make_shared<RequestRecord>();
   record->method = "GenerateWithAttention";
   record->client_tag = request->client_tag().substr(0, 128);
-  auto* reactor = new GenerateReactor(record);
+  auto* reactor = new GenerateReactor(record, context);
   if (!admission.ok()) {
     record->admission.arrival = Clock::now();
     record->admission.request_id = "-";
@@ -395,7 +400,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
       std::chrono::milliseconds(
           static_cast<int64_t>(config_.streaming.stall_timeout_seconds * 1000)),
       [reactor](const v1::GenerateResponse* message) { reactor->StartWrite(message); },
-      [reactor](const grpc::Status& status) { reactor->Finish(status); });
+      [reactor](const grpc::Status& status) { reactor->Finish(status); },
+      [reactor] { reactor->CancelFromServer(); });
   reactor->Start(call->stream);
 
   ModelContext* model = model_.get();

@@ -52,6 +52,8 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   void BeginDrain() { draining_.store(true); }
   int in_flight() const { return in_flight_.load(); }
   ModelView model_view() const;
+  // The engine's queue (tests watch it to know when a request runs or waits).
+  const EngineWorker& worker() const { return *worker_; }
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateWithAttention(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;

@@ -1,0 +1,685 @@
+// The service against a real server on loopback: golden captures, local/remote equality,
+// validation statuses, cancellation, deadlines, queue limits, stalls, auth, health and drain.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <thread>
+
+#include "client/cpp/remote/remote_client.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "server/engine/capture_file.h"
+#include "server/engine/engine.h"
+#include "server/model/tiny_model.h"
+#include "server/tokenizer/tokenizer.h"
+#include "tests/service/test_server.h"
+
+namespace attnscope::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+#define REQUIRE_GOLDEN() \
+  if (GoldenDir().empty()) GTEST_SKIP() << "../shared/golden not found (ATTNSCOPE_SHARED_DIR)"
+
+std::vector<int64_t> GoldenIds(const std::string& name) {
+  absl::StatusOr<NpyArray> array = ReadNpy(GoldenDir() + "/" + name);
+  EXPECT_TRUE(array.ok()) << array.status();
+  return array.ok() ? array->AsInt64() : std::vector<int64_t>();
+}
+
+v1::GenerateRequest GoldenRequest(int max_new_tokens = 12) {
+  v1::GenerateRequest request;
+  for (int64_t id : GoldenIds("prompt_ids.npy")) request.mutable_ids()->add_ids(id);
+  request.mutable_generation()->set_max_new_tokens(max_new_tokens);
+  return request;
+}
+
+struct StreamResult {
+  grpc::Status status;
+  int headers = 0, tokens = 0, chunks = 0, finals = 0;
+  std::string text_pieces;
+  v1::Header header;
+  v1::Final final_message;
+};
+
+StreamResult RunStream(v1::AttnScope::Stub* stub, const v1::GenerateRequest& request,
+                       const std::function<void(grpc::ClientContext*)>& prepare = nullptr) {
+  grpc::ClientContext context;
+  if (prepare) prepare(&context);
+  StreamResult result;
+  auto reader = stub->GenerateWithAttention(&context, request);
+  v1::GenerateResponse message;
+  while (reader->Read(&message)) {
+    switch (message.event_case()) {
+      case v1::GenerateResponse::kHeader:
+        ++result.headers;
+        result.header = message.header();
+        break;
+      case v1::GenerateResponse::kToken:
+        ++result.tokens;
+        result.text_pieces += message.token().text();
+        break;
+      case v1::GenerateResponse::kChunk:
+        ++result.chunks;
+        break;
+      case v1::GenerateResponse::kFinal:
+        ++result.finals;
+        result.final_message = message.final();
+        break;
+      default:
+        break;
+    }
+  }
+  result.status = reader->Finish();
+  return result;
+}
+
+// Polls until `condition` holds or `seconds` pass; returns whether it held.
+bool WaitFor(const std::function<bool()>& condition, double seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return condition();
+}
+
+// ---------------------------------------------------------------------------------------
+// Golden model (no tokenizer files): captures, equality with local mode, validation.
+
+class GoldenServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (GoldenDir().empty()) return;
+    service::ServerConfig config = TestConfig(GoldenDir() + "/model");
+    config.limits.max_prompt_tokens = 64;
+    config.limits.max_new_tokens = 100;
+    config.limits.max_total_tokens = 128;
+    config.limits.max_capture_bytes = 400000;
+    server_ = TestServer::Start(config).release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    REQUIRE_GOLDEN();
+    ASSERT_NE(server_, nullptr);
+  }
+  remote::RemoteTarget Target() const {
+    remote::RemoteTarget target;
+    target.address = server_->address();
+    return target;
+  }
+  static TestServer* server_;
+};
+TestServer* GoldenServerTest::server_ = nullptr;
+
+TEST_F(GoldenServerTest, CaptureOverGrpcMatchesTheGoldenDumps) {
+  const std::string path = TempPath("golden_remote.safetensors");
+  absl::StatusOr<remote::RemoteCaptureSummary> summary =
+      remote::RemoteCapture(Target(), GoldenRequest(12), path, false);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  absl::StatusOr<CaptureFileContents> file = ReadCaptureFile(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->token_ids, GoldenIds("full_ids.npy"));  // prompt + greedy continuation
+  const int T = static_cast<int>(file->token_ids.size());
+  ASSERT_EQ(T, 49);
+  EXPECT_EQ(file->prompt_length, 37);
+  for (int layer = 0; layer < 2; ++layer) {
+    absl::StatusOr<NpyArray> golden =
+        ReadNpy(GoldenDir() + "/all_tokens_attn_L" + std::to_string(layer) + ".npy");
+    ASSERT_TRUE(golden.ok());
+    const int golden_t = static_cast<int>(golden->shape[1]);
+    const std::vector<float>& got = file->attention.at(layer);
+    ASSERT_EQ(got.size(), 4u * T * T);
+    double worst = 0;
+    for (int h = 0; h < 4; ++h) {
+      for (int i = 0; i < T; ++i) {
+        for (int j = 0; j < T; ++j) {
+          const double expected = golden->values[(h * golden_t + i) * golden_t + j];
+          worst = std::max(worst, std::abs(got[(h * T + i) * T + j] - expected));
+        }
+      }
+    }
+    EXPECT_LT(worst, 1e-4) << "layer " << layer;
+  }
+  EXPECT_EQ(summary->final_message.stop_reason(), "max_new_tokens");
+  EXPECT_GT(summary->final_message.total_chunks(), 0u);
+}
+
+TEST_F(GoldenServerTest, CaptureOverGrpcEqualsTheLocalFileTensorForTensor) {
+  struct Case {
+    std::vector<int> layers, heads;
+    v1::DType wire;
+    CaptureDType local;
+    v1::RowSelection rows;
+    CaptureRows local_rows;
+  };
+  const std::vector<Case> cases = {
+      {{}, {}, v1::DTYPE_FLOAT32, CaptureDType::kFloat32, v1::ROWS_ALL, CaptureRows::kAll},
+      {{-1}, {0, 2}, v1::DTYPE_FLOAT16, CaptureDType::kFloat16, v1::ROWS_ALL, CaptureRows::kAll},
+      {{0},
+       {3},
+       v1::DTYPE_BFLOAT16,
+       CaptureDType::kBFloat16,
+       v1::ROWS_GENERATED_ONLY,
+       CaptureRows::kGeneratedOnly},
+  };
+  EngineOptions options;
+  options.model_dir = GoldenDir() + "/model";
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const Case& test = cases[c];
+    v1::GenerateRequest request = GoldenRequest(20);
+    for (int layer : test.layers) request.mutable_capture()->add_layers(layer);
+    for (int head : test.heads) request.mutable_capture()->add_heads(head);
+    request.mutable_capture()->set_dtype(test.wire);
+    request.mutable_capture()->set_rows(test.rows);
+    const std::string remote_path = TempPath("remote_" + std::to_string(c) + ".safetensors");
+    absl::StatusOr<remote::RemoteCaptureSummary> summary =
+        remote::RemoteCapture(Target(), request, remote_path, false);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+
+    CaptureSpec spec;
+    spec.layers = *ResolveIndices(test.layers, 2, "layers");
+    spec.heads = *ResolveIndices(test.heads, 4, "heads");
+    spec.dtype = test.local;
+    spec.rows = test.local_rows;
+    GenerationParams params;
+    params.max_new_tokens = 20;
+    CaptureFileObserver observer(spec);
+    absl::StatusOr<GenerationResult> local =
+        (*engine)->Generate(GoldenIds("prompt_ids.npy"), params, spec, &observer);
+    ASSERT_TRUE(local.ok()) << local.status();
+    CaptureMetadata metadata;
+    metadata.prompt_length = local->prompt_length;
+    metadata.stop_reason = local->stop_reason;
+    const std::string local_path = TempPath("local_" + std::to_string(c) + ".safetensors");
+    ASSERT_TRUE(
+        observer.assembler().Write(local_path, local->token_ids, metadata, nullptr, 0).ok());
+
+    absl::StatusOr<CaptureFileContents> remote_file = ReadCaptureFile(remote_path);
+    absl::StatusOr<CaptureFileContents> local_file = ReadCaptureFile(local_path);
+    ASSERT_TRUE(remote_file.ok() && local_file.ok());
+    EXPECT_EQ(remote_file->token_ids, local_file->token_ids) << "case " << c;
+    EXPECT_EQ(remote_file->layers, local_file->layers) << "case " << c;
+    EXPECT_EQ(remote_file->heads, local_file->heads) << "case " << c;
+    ASSERT_EQ(remote_file->attention.size(), local_file->attention.size());
+    for (const auto& [layer, values] : local_file->attention) {
+      EXPECT_EQ(remote_file->attention.at(layer), values) << "case " << c << " layer " << layer;
+    }
+  }
+}
+
+struct BadInput {
+  std::string name;
+  std::function<void(v1::GenerateRequest*)> mutate;
+  grpc::StatusCode code;
+  std::string message_part;
+};
+
+TEST_F(GoldenServerTest, EveryBadInputGetsItsStatusAndTheServerStillServes) {
+  const float nan = std::nanf("");
+  const std::vector<BadInput> cases = {
+      {"no input", [](v1::GenerateRequest* r) { r->clear_ids(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "set one of text, messages or ids"},
+      {"empty text", [](v1::GenerateRequest* r) { r->set_text(""); },
+       grpc::StatusCode::INVALID_ARGUMENT, "text = \"\""},
+      {"empty ids", [](v1::GenerateRequest* r) { r->mutable_ids()->clear_ids(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "ids.ids = []"},
+      {"id outside vocabulary", [](v1::GenerateRequest* r) { r->mutable_ids()->set_ids(1, 512); },
+       grpc::StatusCode::INVALID_ARGUMENT, "ids.ids[1] = 512: must be in [0, vocab_size = 512)"},
+      {"text without tokenizer", [](v1::GenerateRequest* r) { r->set_text("hello"); },
+       grpc::StatusCode::FAILED_PRECONDITION, "tokenizer"},
+      {"negative max_new_tokens",
+       [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.max_new_tokens = -1"},
+      {"max_new_tokens over the limit",
+       [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(101); },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "generation.max_new_tokens = 101: exceeds the server limit limits.max_new_tokens = 100"},
+      {"prompt over the limit",
+       [](v1::GenerateRequest* r) {
+         for (int i = 0; i < 28; ++i) r->mutable_ids()->add_ids(7);  // 37 + 28 = 65
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "prompt tokens = 65: exceeds the server limit limits.max_prompt_tokens = 64"},
+      {"total over the limit",
+       [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(92); },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "37 + 92 = 129: exceeds the server limit "
+       "limits.max_total_tokens = 128"},
+      {"capture bytes over the limit",
+       [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(90); },
+       grpc::StatusCode::RESOURCE_EXHAUSTED, "limits.max_capture_bytes = 400000"},
+      {"layer out of range", [](v1::GenerateRequest* r) { r->mutable_capture()->add_layers(2); },
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.layers"},
+      {"head out of range", [](v1::GenerateRequest* r) { r->mutable_capture()->add_heads(-5); },
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.heads"},
+      {"unknown dtype",
+       [](v1::GenerateRequest* r) { r->mutable_capture()->set_dtype(static_cast<v1::DType>(9)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.dtype = 9"},
+      {"unknown row selection",
+       [](v1::GenerateRequest* r) {
+         r->mutable_capture()->set_rows(static_cast<v1::RowSelection>(7));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.rows = 7"},
+      {"NaN temperature",
+       [nan](v1::GenerateRequest* r) { r->mutable_generation()->set_temperature(nan); },
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.temperature = NaN"},
+      {"negative temperature",
+       [](v1::GenerateRequest* r) { r->mutable_generation()->set_temperature(-0.5f); },
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.temperature = -0.5"},
+      {"top_p above 1", [](v1::GenerateRequest* r) { r->mutable_generation()->set_top_p(1.5f); },
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_p = 1.5: must be in (0, 1]"},
+      {"negative top_p", [](v1::GenerateRequest* r) { r->mutable_generation()->set_top_p(-0.25f); },
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_p = -0.25"},
+      {"negative top_k", [](v1::GenerateRequest* r) { r->mutable_generation()->set_top_k(-3); },
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_k = -3"},
+      {"empty chat", [](v1::GenerateRequest* r) { r->mutable_messages(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "messages.messages = []"},
+  };
+  auto stub = server_->Stub();
+  for (const BadInput& bad : cases) {
+    v1::GenerateRequest request = GoldenRequest(4);
+    bad.mutate(&request);
+    StreamResult result = RunStream(stub.get(), request);
+    EXPECT_EQ(result.status.error_code(), bad.code)
+        << bad.name << ": " << result.status.error_message();
+    EXPECT_NE(result.status.error_message().find(bad.message_part), std::string::npos)
+        << bad.name << ": got \"" << result.status.error_message() << "\"";
+    EXPECT_EQ(result.headers, 0) << bad.name << ": refused before any model work";
+    // The server still serves a good request.
+    StreamResult good = RunStream(stub.get(), GoldenRequest(2));
+    ASSERT_TRUE(good.status.ok()) << "after " << bad.name << ": " << good.status.error_message();
+    EXPECT_EQ(good.finals, 1);
+  }
+}
+
+TEST_F(GoldenServerTest, GetModelInfoDescribesTheCheckpoint) {
+  auto stub = server_->Stub();
+  grpc::ClientContext context;
+  v1::GetModelInfoResponse response;
+  ASSERT_TRUE(stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &response).ok());
+  // Values of the golden config.json.
+  EXPECT_EQ(response.model().architecture(), "Qwen2ForCausalLM");
+  EXPECT_EQ(response.model().num_layers(), 2);
+  EXPECT_EQ(response.model().num_attention_heads(), 4);
+  EXPECT_EQ(response.model().num_key_value_heads(), 2);
+  EXPECT_EQ(response.model().vocab_size(), 512);
+  EXPECT_EQ(response.model().name(), "model");
+  EXPECT_FALSE(response.model().has_tokenizer());
+  EXPECT_EQ(response.limits().max_new_tokens(), 100);
+  EXPECT_EQ(response.limits().max_capture_bytes(), 400000u);
+}
+
+TEST_F(GoldenServerTest, AnalyzeHeadsReportsMetricsOfTheGoldenAttention) {
+  auto stub = server_->Stub();
+  v1::AnalyzeRequest request;
+  for (int64_t id : GoldenIds("prompt_ids.npy")) request.mutable_ids()->add_ids(id);
+  request.mutable_generation()->set_max_new_tokens(12);
+  grpc::ClientContext context;
+  v1::AnalyzeResponse response;
+  grpc::Status status = stub->AnalyzeHeads(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.heads_size(), 8);
+  EXPECT_EQ(response.prompt_length(), 37);
+  EXPECT_EQ(response.token_ids_size(), 49);
+  for (int layer = 0; layer < 2; ++layer) {
+    absl::StatusOr<NpyArray> golden =
+        ReadNpy(GoldenDir() + "/all_tokens_attn_L" + std::to_string(layer) + ".npy");
+    ASSERT_TRUE(golden.ok());
+    const int T = static_cast<int>(golden->shape[1]);
+    for (int h = 0; h < 4; ++h) {
+      double diagonal = 0, sink = 0;
+      for (int i = 0; i < T; ++i) {
+        diagonal += golden->values[(h * T + i) * T + i];
+        sink += golden->values[(h * T + i) * T + 0];
+      }
+      const v1::HeadSummary& head = response.heads(layer * 4 + h);
+      ASSERT_EQ(head.layer(), layer);
+      ASSERT_EQ(head.head(), h);
+      EXPECT_NEAR(head.all_rows().diagonal(), diagonal / T, 1e-4);
+      EXPECT_NEAR(head.all_rows().sink(), sink / T, 1e-4);
+      EXPECT_FALSE(head.type().empty());
+    }
+  }
+  const nlohmann::json report = nlohmann::json::parse(response.report_json());
+  EXPECT_EQ(report["prompt_length"], 37);
+  EXPECT_EQ(report["layers"].size(), 2u);
+}
+
+TEST_F(GoldenServerTest, AnalyzeHeadsValidatesBeforeWork) {
+  auto stub = server_->Stub();
+  v1::AnalyzeRequest request;
+  request.mutable_ids()->add_ids(1);
+  request.mutable_analysis()->add_layers(7);
+  grpc::ClientContext context;
+  v1::AnalyzeResponse response;
+  grpc::Status status = stub->AnalyzeHeads(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("capture.layers"), std::string::npos);
+}
+
+TEST_F(GoldenServerTest, TwoHundredCancelledRequestsLeaveDescriptorsAndMemoryWhereTheyWere) {
+  auto stub = server_->Stub();
+  auto cancel_one = [&] {
+    grpc::ClientContext context;
+    auto reader = stub->GenerateWithAttention(&context, GoldenRequest(60));
+    v1::GenerateResponse message;
+    reader->Read(&message);  // the header: the request is running
+    context.TryCancel();
+    while (reader->Read(&message)) {
+    }
+    return reader->Finish();
+  };
+  for (int i = 0; i < 10; ++i) cancel_one();  // warm the channel and allocator
+  ASSERT_TRUE(WaitFor([&] { return server_->server().service().in_flight() == 0; }, 5));
+  const int fds_before = OpenFileDescriptors();
+  const long rss_before = ResidentKilobytes();
+  int cancelled = 0;
+  for (int i = 0; i < 200; ++i) {
+    grpc::Status status = cancel_one();
+    cancelled += status.error_code() == grpc::StatusCode::CANCELLED;
+  }
+  EXPECT_GT(cancelled, 150);  // a few may finish before the cancel lands
+  ASSERT_TRUE(WaitFor([&] { return server_->server().service().in_flight() == 0; }, 5));
+  EXPECT_LE(OpenFileDescriptors(), fds_before + 4);
+  EXPECT_LE(ResidentKilobytes(), rss_before + 32 * 1024) << "RSS grew by more than 32 MB";
+  StreamResult good = RunStream(stub.get(), GoldenRequest(2));
+  EXPECT_TRUE(good.status.ok());
+}
+
+// ---------------------------------------------------------------------------------------
+// The generated tiny model (tokenizer, 4 layers x 8 heads, 4096 positions): long requests for
+// cancellation, deadlines, the queue and stalls; text input and Tokenize.
+
+class TinyServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_dir_ = new std::string(TempPath("tiny_model"));
+    absl::Status written = WriteTinyModel(*model_dir_, 7);
+    ASSERT_TRUE(written.ok()) << written;
+    service::ServerConfig config = TestConfig(*model_dir_);
+    config.queue_length = 1;
+    config.streaming.stall_timeout_seconds = 1.5;
+    config.streaming.stream_queue_bytes = 1 << 20;
+    server_ = TestServer::Start(config).release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
+
+  // A request that runs for seconds and streams ~100 MB unless stopped.
+  static v1::GenerateRequest LongRequest() {
+    v1::GenerateRequest request;
+    for (int i = 0; i < 24; ++i) request.mutable_ids()->add_ids(40 + i);
+    request.mutable_generation()->set_max_new_tokens(1000);
+    request.mutable_generation()->set_ignore_eos(true);  // a random model stops anywhere
+    return request;
+  }
+  bool WaitIdle(double seconds) {
+    return WaitFor(
+        [&] {
+          return server_->server().service().in_flight() == 0 &&
+                 !server_->server().service().worker().busy();
+        },
+        seconds);
+  }
+  static TestServer* server_;
+  static std::string* model_dir_;
+};
+TestServer* TinyServerTest::server_ = nullptr;
+std::string* TinyServerTest::model_dir_ = nullptr;
+
+TEST_F(TinyServerTest, TokenizeAndTextInputUseTheModelsTokenizer) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(*model_dir_);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::string text = "Revenue rose 12%.<|im_end|>";
+  absl::StatusOr<Encoding> expected = (*tokenizer)->Encode(text, true);
+  ASSERT_TRUE(expected.ok());
+  auto stub = server_->Stub();
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text(text);
+  grpc::ClientContext context;
+  v1::TokenizeResponse response;
+  ASSERT_TRUE(stub->Tokenize(&context, tokenize, &response).ok());
+  EXPECT_EQ(std::vector<int64_t>(response.ids().begin(), response.ids().end()), expected->ids);
+  EXPECT_EQ(response.ids(response.ids_size() - 1), 258);  // <|im_end|> recognised
+
+  // plain_text: the special token's spelling becomes ordinary byte tokens.
+  tokenize.set_plain_text(true);
+  grpc::ClientContext plain_context;
+  v1::TokenizeResponse plain;
+  ASSERT_TRUE(stub->Tokenize(&plain_context, tokenize, &plain).ok());
+  for (int64_t id : plain.ids()) EXPECT_LT(id, 256);
+
+  v1::GenerateRequest generate;
+  generate.set_text(text);
+  generate.mutable_generation()->set_max_new_tokens(8);
+  StreamResult result = RunStream(stub.get(), generate);
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  EXPECT_EQ(
+      std::vector<int64_t>(result.header.prompt_ids().begin(), result.header.prompt_ids().end()),
+      expected->ids);
+  EXPECT_EQ(result.header.prompt_text(), text);
+  EXPECT_EQ(result.header.prompt_spans_size(), result.header.prompt_ids_size());
+  // The live text pieces add up to the final text (up to an incomplete last character).
+  EXPECT_EQ(result.final_message.generated_text().rfind(result.text_pieces, 0), 0u);
+}
+
+TEST_F(TinyServerTest, CancelMidStreamStopsTheEngineAtOnce) {
+  auto stub = server_->Stub();
+  grpc::ClientContext context;
+  auto reader = stub->GenerateWithAttention(&context, LongRequest());
+  v1::GenerateResponse message;
+  int tokens = 0;
+  while (tokens < 20 && reader->Read(&message)) tokens += message.has_token();
+  ASSERT_EQ(tokens, 20);
+  ASSERT_TRUE(server_->server().service().worker().busy());
+  const auto cancelled_at = Clock::now();
+  context.TryCancel();
+  bool saw_final = false;
+  while (reader->Read(&message)) saw_final |= message.has_final();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(saw_final);
+  // A decode step of this model takes milliseconds; the engine must stop within about one.
+  ASSERT_TRUE(WaitIdle(0.5)) << "the engine kept running after the cancel";
+  const double stop_seconds = std::chrono::duration<double>(Clock::now() - cancelled_at).count();
+  EXPECT_LT(stop_seconds, 0.5);
+  v1::GenerateRequest short_request;
+  short_request.mutable_ids()->add_ids(40);
+  short_request.mutable_generation()->set_max_new_tokens(2);
+  EXPECT_TRUE(RunStream(stub.get(), short_request).status.ok());
+}
+
+TEST_F(TinyServerTest, ShortDeadlineStopsTheRequest) {
+  auto stub = server_->Stub();
+  const auto start = Clock::now();
+  StreamResult result = RunStream(stub.get(), LongRequest(), [](grpc::ClientContext* context) {
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  });
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(result.finals, 0);
+  ASSERT_TRUE(WaitIdle(0.5)) << "the engine kept running after the deadline";
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.5);
+}
+
+TEST_F(TinyServerTest, QueueFullIsResourceExhaustedAtOnce) {
+  auto stub = server_->Stub();
+  // A: runs. B: waits (queue_length 1). C: refused.
+  grpc::ClientContext context_a, context_b;
+  auto reader_a = stub->GenerateWithAttention(&context_a, LongRequest());
+  ASSERT_TRUE(WaitFor([&] { return server_->server().service().worker().busy(); }, 5));
+  auto reader_b = stub->GenerateWithAttention(&context_b, LongRequest());
+  ASSERT_TRUE(WaitFor([&] { return server_->server().service().worker().waiting() == 1; }, 5));
+  const auto start = Clock::now();
+  StreamResult c = RunStream(stub.get(), LongRequest());
+  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(c.status.error_message().find("queue_length = 1"), std::string::npos)
+      << c.status.error_message();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 0.5);
+  context_a.TryCancel();
+  context_b.TryCancel();
+  v1::GenerateResponse message;
+  while (reader_a->Read(&message)) {
+  }
+  while (reader_b->Read(&message)) {
+  }
+  reader_a->Finish();
+  reader_b->Finish();
+  EXPECT_TRUE(WaitIdle(2));
+}
+
+TEST_F(TinyServerTest, StalledReaderIsCutOffAfterTheStallTimeout) {
+  auto stub = server_->Stub();
+  grpc::ClientContext context;
+  auto reader = stub->GenerateWithAttention(&context, LongRequest());
+  v1::GenerateResponse message;
+  ASSERT_TRUE(reader->Read(&message));  // header; then stop reading
+  // stall_timeout_seconds = 1.5: the server gives up on its own, long before 1000 tokens.
+  ASSERT_TRUE(WaitIdle(10)) << "the stalled stream was never cut off";
+  bool saw_final = false;
+  while (reader->Read(&message)) saw_final |= message.has_final();
+  // The server cancelled the RPC (its log line says ABORTED: client stopped reading).
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  EXPECT_FALSE(saw_final);
+}
+
+// ---------------------------------------------------------------------------------------
+// Auth, health and drain on servers of their own.
+
+TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
+  REQUIRE_GOLDEN();
+  const std::string keys = TempPath("keys.txt");
+  {
+    std::ofstream out(keys);
+    out << "# test keys\nalice 0123456789abcdef0123456789\n";
+  }
+  service::ServerConfig config = TestConfig(GoldenDir() + "/model");
+  config.auth.api_keys_file = keys;
+  std::unique_ptr<TestServer> server = TestServer::Start(config);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  for (const std::string& token : {std::string(), std::string("0123456789abcdef012345678X")}) {
+    auto prepare = [&](grpc::ClientContext* context) {
+      if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+    };
+    SCOPED_TRACE(token.empty() ? "no key" : "wrong key");
+    StreamResult stream = RunStream(stub.get(), GoldenRequest(2), prepare);
+    EXPECT_EQ(stream.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(stream.headers, 0);
+    {
+      grpc::ClientContext context;
+      prepare(&context);
+      v1::GetModelInfoResponse response;
+      EXPECT_EQ(stub->GetModelInfo(&context, {}, &response).error_code(),
+                grpc::StatusCode::UNAUTHENTICATED);
+    }
+    {
+      grpc::ClientContext context;
+      prepare(&context);
+      v1::TokenizeRequest request;
+      request.mutable_ids()->add_ids(1);
+      v1::TokenizeResponse response;
+      EXPECT_EQ(stub->Tokenize(&context, request, &response).error_code(),
+                grpc::StatusCode::UNAUTHENTICATED);
+    }
+    {
+      grpc::ClientContext context;
+      prepare(&context);
+      v1::AnalyzeRequest request;
+      request.mutable_ids()->add_ids(1);
+      v1::AnalyzeResponse response;
+      EXPECT_EQ(stub->AnalyzeHeads(&context, request, &response).error_code(),
+                grpc::StatusCode::UNAUTHENTICATED);
+    }
+  }
+  // The right key works, through the command line's client too.
+  remote::RemoteTarget target;
+  target.address = server->address();
+  target.token = "0123456789abcdef0123456789";
+  EXPECT_TRUE(remote::RemoteModelInfo(target).ok());
+  absl::StatusOr<remote::RemoteCaptureSummary> capture =
+      remote::RemoteCapture(target, GoldenRequest(2), TempPath("auth.safetensors"), false);
+  EXPECT_TRUE(capture.ok()) << capture.status();
+  target.token = "wrong-wrong-wrong-wrong";
+  EXPECT_EQ(remote::RemoteModelInfo(target).status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST(ServiceHealthTest, NotServingThenServingThenNotServingAcrossStartAndDrain) {
+  REQUIRE_GOLDEN();
+  service::ServerConfig config = TestConfig(GoldenDir() + "/model");
+  config.drain_grace_seconds = 10;
+  std::unique_ptr<TestServer> server = TestServer::Start(config, /*load=*/false);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(HealthStatus(server->address()), 2);  // NOT_SERVING: no model yet
+  auto stub = server->Stub();
+  StreamResult early = RunStream(stub.get(), GoldenRequest(2));
+  EXPECT_EQ(early.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_TRUE(server->server().LoadModel().ok());
+  EXPECT_EQ(HealthStatus(server->address()), 1);  // SERVING
+
+  // An in-flight request, slowed by its reader, then a drain.
+  grpc::ClientContext context;
+  auto reader = stub->GenerateWithAttention(&context, GoldenRequest(60));
+  v1::GenerateResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  std::thread drain([&] { server->server().Drain(); });
+  EXPECT_TRUE(WaitFor([&] { return HealthStatus(server->address()) == 2; }, 5));
+  StreamResult refused = RunStream(stub.get(), GoldenRequest(2));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The in-flight request still completes inside the grace period.
+  bool saw_final = false;
+  while (reader->Read(&message)) saw_final |= message.has_final();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(saw_final);
+  drain.join();
+}
+
+TEST(ServiceProcessTest, SigtermDrainsAndExitsZero) {
+  REQUIRE_GOLDEN();
+  int out_pipe[2];
+  ASSERT_EQ(pipe(out_pipe), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out_pipe[1], STDOUT_FILENO);
+    close(out_pipe[0]);
+    const std::string model = GoldenDir() + "/model";
+    execl(ATTNSCOPE_SERVER_BINARY, ATTNSCOPE_SERVER_BINARY, "--model", model.c_str(), "--listen",
+          "127.0.0.1:0", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  FILE* out = fdopen(out_pipe[0], "r");
+  char line[256] = {0};
+  int port = 0;
+  while (port == 0 && std::fgets(line, sizeof(line), out) != nullptr) {
+    std::sscanf(line, "attnscope-server listening on port %d", &port);
+  }
+  ASSERT_GT(port, 0) << "no port line from " << ATTNSCOPE_SERVER_BINARY;
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  EXPECT_TRUE(WaitFor([&] { return HealthStatus(address) == 1; }, 20));
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  std::fclose(out);
+}
+
+}  // namespace
+}  // namespace attnscope::testing
