@@ -197,11 +197,6 @@ class StreamingAnalyzer::LayerAccumulator {
         PerHead& head = per_head_[h];
         head.all.AddRow(row, values, rows.key_length);
         head.generated.AddRow(row, values, rows.key_length);
-        for (int j = 0; j < used; ++j) {
-          sum_ += values[j];
-          max_ = std::max(max_, static_cast<double>(values[j]));
-        }
-        entropy_sum_ += RowEntropy(values, used);
         if (!earlier.empty()) {
           double mass = 0;
           for (int j : earlier) mass += values[j];
@@ -229,11 +224,18 @@ class StreamingAnalyzer::LayerAccumulator {
     layer.layer = layer_;
     layer.stats.num_heads = static_cast<int>(heads_.size());
     layer.stats.seq_length = seq_length;
+    // The layer's numbers are the heads' all-row sums together.
+    double sum = 0, entropy = 0, max_value = 0;
+    for (const PerHead& head : per_head_) {
+      sum += head.all.entry_sum();
+      entropy += head.all.entropy_sum();
+      max_value = std::max(max_value, head.all.max_entry());
+    }
     const double rows = static_cast<double>(heads_.size()) * seq_length;
     if (rows > 0) {
-      layer.stats.mean_attention = sum_ / (rows * seq_length);
-      layer.stats.max_attention = max_;
-      layer.stats.attention_entropy = entropy_sum_ / rows;
+      layer.stats.mean_attention = sum / (rows * seq_length);
+      layer.stats.max_attention = max_value;
+      layer.stats.attention_entropy = entropy / rows;
     }
     std::vector<QueryPosition> queries = owner_->query_positions_;
     SortQueries(&queries);
@@ -286,9 +288,6 @@ class StreamingAnalyzer::LayerAccumulator {
   std::vector<PerHead> per_head_;
   std::vector<int> generated_rows_;
   int next_row_ = 0;
-  double sum_ = 0;
-  double entropy_sum_ = 0;
-  double max_ = 0;
 };
 
 StreamingAnalyzer::StreamingAnalyzer(AnalysisInput input, AnalysisOptions options)

@@ -81,22 +81,33 @@ LayerStats ComputeLayerStats(const float* data, int num_heads, int seq_length) {
 
 void HeadMetricsAccumulator::AddRow(int row, const float* values, int key_length) {
   if (row < row_begin_) return;
-  // Entries past the diagonal are causal zeros: they add nothing to any sum.
+  // Entries past the diagonal are causal zeros: they add nothing to any sum. Columns of the
+  // beginning window past `used` are zeros too, so min() keeps it exact when T < k.
   const int used = std::min(key_length, row + 1);
+  const int window = std::min(beginning_columns_, used);
   ++rows_;
   diagonal_sum_ += values[row];
   if (row >= 1) {
     previous_sum_ += values[row - 1];
     ++rows_with_previous_;
   }
-  for (int j = 0; j < row; ++j) causal_sum_ += values[j];
   below_diagonal_cells_ += row;
-  // Columns of the window past `used` are zeros, so min() keeps this exact when T < k.
-  const int window = std::min(beginning_columns_, used);
-  for (int j = 0; j < window; ++j) beginning_sum_ += values[j];
   sink_sum_ += values[0];
-  entropy_sum_ += RowEntropy(values, used);
-  for (int j = 0; j < used; ++j) max_ = std::max(max_, static_cast<double>(values[j]));
+  // One pass over the row: this runs for every row of every head of every layer.
+  double row_sum = 0, beginning = 0, entropy = 0;
+  double max_value = max_;
+  for (int j = 0; j < used; ++j) {
+    const double p = values[j];
+    row_sum += p;
+    if (j < window) beginning += p;
+    if (p > 0) entropy -= p * std::log(p);
+    if (p > max_value) max_value = p;
+  }
+  causal_sum_ += row_sum - values[row];
+  entry_sum_ += row_sum;
+  beginning_sum_ += beginning;
+  entropy_sum_ += entropy;
+  max_ = max_value;
 }
 
 std::optional<HeadMetrics> HeadMetricsAccumulator::Finish(int seq_length,

@@ -72,6 +72,12 @@ class HeadMetricsAccumulator {
   // nullopt when no row at or after row_begin arrived.
   std::optional<HeadMetrics> Finish(int seq_length, const HeadMetricsOptions& options) const;
 
+  // Raw sums over the rows taken, for the per-layer statistics.
+  int64_t rows() const { return rows_; }
+  double entry_sum() const { return entry_sum_; }
+  double entropy_sum() const { return entropy_sum_; }
+  double max_entry() const { return max_; }
+
  private:
   int row_begin_;
   int beginning_columns_;
@@ -81,6 +87,7 @@ class HeadMetricsAccumulator {
   double diagonal_sum_ = 0;
   double previous_sum_ = 0;
   double causal_sum_ = 0;
+  double entry_sum_ = 0;
   double beginning_sum_ = 0;
   double sink_sum_ = 0;
   double entropy_sum_ = 0;
