@@ -3,8 +3,9 @@
 - A client that reads one message per second must not raise the server's memory beyond its
   per-stream queue bound (streaming.stream_queue_bytes) plus a margin, and must not slow a
   normal client by more than 20%.
-- A client that stops reading is cut off after streaming.stall_timeout_seconds with ABORTED
-  (the status config/server.yaml documents), and the model is free again for others.
+- A client that stops reading is cut off after streaming.stall_timeout_seconds (the server
+  records ABORTED, as config/server.yaml documents; the client, which is not reading, can only
+  be told by a stream reset: CANCELLED), and the model is free again for others.
 
 Latency on a shared 2-core machine is noisy, so "not slower by more than 20%" compares the
 median of several requests while the slow reader runs against the median of the same
@@ -41,7 +42,7 @@ STALL_TIMEOUT_S = 2
 def slow_config(stall_timeout_s: float) -> dict:
     return {"streaming": {"max_message_bytes": MESSAGE_BYTES, "stream_queue_bytes": QUEUE_BYTES,
                           "stall_timeout_seconds": stall_timeout_s},
-            "queue_length": 8}
+            "queue_length": 8, "log_level": "info"}  # one log line per request, with its status
 
 
 def big_request():
@@ -182,6 +183,11 @@ def test_stalled_reader_is_cut_off_after_stall_timeout(start_server):
             code, details = error.code().name, error.details() or ""
     print(f"\nstalled reader: model free {freed_after:.1f} s after the stall began "
           f"(normal request {normal * 1000:.0f} ms); stream ended {code}: {details}")
-    assert code == "ABORTED", f"a stalled stream ended with {code}: {details}"
-    assert "stall_timeout_seconds" in details, details
+    # A client that is not reading can only be reached by an HTTP/2 RST_STREAM, which carries
+    # no status message: it sees CANCELLED ("Cancelled on the server side"). The server's own
+    # record of the request says ABORTED with the reason (config/server.yaml documents ABORTED).
+    assert code in ("ABORTED", "CANCELLED"), f"a stalled stream ended with {code}: {details}"
+    log = "".join(server.stdout_lines)
+    assert "status=ABORTED" in log and "stall_timeout_seconds" in log, \
+        f"the server's request log does not record the stall abort: {log[-1500:]}"
     harness.good_request_works(server.address)
