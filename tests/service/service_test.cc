@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <thread>
 
@@ -38,6 +39,8 @@ v1::GenerateRequest GoldenRequest(int max_new_tokens = 12) {
   v1::GenerateRequest request;
   for (int64_t id : GoldenIds("prompt_ids.npy")) request.mutable_ids()->add_ids(id);
   request.mutable_generation()->set_max_new_tokens(max_new_tokens);
+  // Long requests exist to keep a stream busy: make their length certain.
+  if (max_new_tokens > 100) request.mutable_generation()->set_ignore_eos(true);
   return request;
 }
 
@@ -374,7 +377,7 @@ TEST_F(GoldenServerTest, TwoHundredCancelledRequestsLeaveDescriptorsAndMemoryWhe
   auto stub = server_->Stub();
   auto cancel_one = [&] {
     grpc::ClientContext context;
-    auto reader = stub->GenerateWithAttention(&context, GoldenRequest(60));
+    auto reader = stub->GenerateWithAttention(&context, GoldenRequest(400));
     v1::GenerateResponse message;
     reader->Read(&message);  // the header: the request is running
     context.TryCancel();
@@ -619,6 +622,64 @@ TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
   EXPECT_EQ(remote::RemoteModelInfo(target).status().code(), absl::StatusCode::kUnauthenticated);
 }
 
+TEST(ServiceTlsTest, ServesTlsWithTheConfiguredCertificate) {
+  REQUIRE_GOLDEN();
+  const std::string cert = TempPath("cert.pem"), key = TempPath("key.pem");
+  const std::string command =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
+  if (std::system(command.c_str()) != 0) GTEST_SKIP() << "openssl cannot make a test certificate";
+  service::ServerConfig config = TestConfig(GoldenDir() + "/model");
+  config.tls.cert_file = cert;
+  config.tls.key_file = key;
+  std::unique_ptr<TestServer> server = TestServer::Start(config);
+  ASSERT_NE(server, nullptr);
+  remote::RemoteTarget target;
+  target.address = server->address();
+  target.tls_ca_file = cert;
+  absl::StatusOr<v1::GetModelInfoResponse> info = remote::RemoteModelInfo(target);
+  EXPECT_TRUE(info.ok()) << info.status();
+  absl::StatusOr<remote::RemoteCaptureSummary> capture =
+      remote::RemoteCapture(target, GoldenRequest(3), TempPath("tls.safetensors"), false);
+  EXPECT_TRUE(capture.ok()) << capture.status();
+  // A plaintext client cannot talk to it.
+  target.tls_ca_file.clear();
+  target.timeout_seconds = 2;
+  EXPECT_FALSE(remote::RemoteModelInfo(target).ok());
+}
+
+TEST(ServiceAuthTest, PerKeyConcurrencyLimitIsEnforced) {
+  REQUIRE_GOLDEN();
+  const std::string keys = TempPath("keys_limit.txt");
+  {
+    std::ofstream out(keys);
+    out << "bob fedcba9876543210fedcba98 1\n";
+  }
+  service::ServerConfig config = TestConfig(GoldenDir() + "/model");
+  config.auth.api_keys_file = keys;
+  std::unique_ptr<TestServer> server = TestServer::Start(config);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  auto with_key = [](grpc::ClientContext* context) {
+    context->AddMetadata("authorization", "Bearer fedcba9876543210fedcba98");
+  };
+  grpc::ClientContext first;
+  with_key(&first);
+  auto reader =
+      stub->GenerateWithAttention(&first, GoldenRequest(400));  // MBs: outlasts flow control
+  v1::GenerateResponse message;
+  ASSERT_TRUE(reader->Read(&message));  // running: bob's one slot is taken
+  StreamResult second = RunStream(stub.get(), GoldenRequest(2), with_key);
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(second.status.error_message().find("'bob'"), std::string::npos);
+  while (reader->Read(&message)) {
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(WaitFor([&] { return server->server().service().in_flight() == 0; }, 5));
+  EXPECT_TRUE(RunStream(stub.get(), GoldenRequest(2), with_key).status.ok());
+}
+
 TEST(ServiceHealthTest, NotServingThenServingThenNotServingAcrossStartAndDrain) {
   REQUIRE_GOLDEN();
   service::ServerConfig config = TestConfig(GoldenDir() + "/model");
@@ -634,7 +695,7 @@ TEST(ServiceHealthTest, NotServingThenServingThenNotServingAcrossStartAndDrain) 
 
   // An in-flight request, slowed by its reader, then a drain.
   grpc::ClientContext context;
-  auto reader = stub->GenerateWithAttention(&context, GoldenRequest(60));
+  auto reader = stub->GenerateWithAttention(&context, GoldenRequest(400));
   v1::GenerateResponse message;
   ASSERT_TRUE(reader->Read(&message));
   std::thread drain([&] { server->server().Drain(); });

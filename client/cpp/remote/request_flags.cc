@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "analysis/report.h"
 #include "nlohmann/json.hpp"
 
 namespace attnscope::remote {
@@ -267,7 +268,7 @@ int RunRemoteCapture(cli::Flags& flags) {
 
 int RunRemoteAnalyze(cli::Flags& flags) {
   const char* kCommand = "analyze";
-  flags.Has("json");  // the report is printed as JSON either way
+  const bool json = flags.Has("json");
   absl::StatusOr<RemoteTarget> target = TargetFromFlags(flags);
   if (!target.ok()) return Fail(kCommand, target.status());
   absl::StatusOr<v1::AnalyzeRequest> request = AnalyzeRequestFromFlags(flags);
@@ -275,13 +276,20 @@ int RunRemoteAnalyze(cli::Flags& flags) {
   if (absl::Status unread = CheckUnread(flags); !unread.ok()) return Fail(kCommand, unread);
   absl::StatusOr<v1::AnalyzeResponse> response = RemoteAnalyze(*target, *request);
   if (!response.ok()) return Fail(kCommand, response.status());
+  nlohmann::json document;
   try {
-    std::cout << nlohmann::json::parse(response->report_json())
-                     .dump(1, ' ', false, nlohmann::json::error_handler_t::replace)
-              << "\n";
+    document = nlohmann::json::parse(response->report_json());
   } catch (const nlohmann::json::exception& e) {
     return cli::Fail(kCommand, absl::StrCat("the server's report_json is not JSON: ", e.what()));
   }
+  if (json) {
+    std::cout << document.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  // The same tables as local mode, from the same report.
+  absl::StatusOr<analysis::HeadReport> report = analysis::ReportFromJson(document);
+  if (!report.ok()) return Fail(kCommand, report.status());
+  std::cout << analysis::FormatReportText(*report);
   return 0;
 }
 

@@ -31,7 +31,8 @@ absl::StatusOr<v1::AnalyzeRequest> AnalyzeRequestFromFlags(cli::Flags& flags);
 // the process exit code and reports errors as `attnscope <command>: <message>`.
 // capture: needs --out FILE; prints the same summary as local mode unless --quiet.
 int RunRemoteCapture(cli::Flags& flags);
-// analyze: prints report_json (pretty-printed, as local --json does).
+// analyze: with --json prints report_json (pretty-printed, as local --json does); without,
+// the same text tables as local mode.
 int RunRemoteAnalyze(cli::Flags& flags);
 // tokenize: TEXT positional (or --ids), prints {"ids", "tokens", "spans"} like local mode.
 int RunRemoteTokenize(cli::Flags& flags);
