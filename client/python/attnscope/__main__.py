@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     batch.add_argument("--heads", default="", help="comma list; default all")
     batch.add_argument("--limit", type=int, default=None, help="only the first N items")
     batch.add_argument("--token", default=None, help="API key")
+    batch.add_argument("--request-timeout", type=float, default=None,
+                       help="seconds per request; an item that takes longer is recorded as failed")
     batch.add_argument("--no-progress", action="store_true")
 
     sample = commands.add_parser("sample-data", help="write the synthetic financial statements dataset")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
                            concurrency=args.concurrency, max_new_tokens=args.max_new_tokens,
                            template_index=args.template, layers=_int_list(args.layers),
                            heads=_int_list(args.heads), limit=args.limit, token=args.token,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, request_timeout=args.request_timeout)
     except (ValueError, OSError, AttnScopeError) as error:
         print(f"attnscope batch: {error}", file=sys.stderr)
         return 1

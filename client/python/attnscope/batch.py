@@ -152,7 +152,8 @@ def _summary_text(summary: dict, counts: dict) -> str:
 def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", out: str = "batch_out",
               concurrency: int = 1, max_new_tokens: int = 16, template_index: int = 0,
               layers: Sequence[int] = (), heads: Sequence[int] = (), limit: Optional[int] = None,
-              token: Optional[str] = None, progress: bool = True, client=None) -> dict:
+              token: Optional[str] = None, progress: bool = True, client=None,
+              request_timeout: Optional[float] = None) -> dict:
     """Runs (or resumes) a dataset run and returns the counts and summary it wrote."""
     dataset = load_dataset(data)
     prompt_config = load_prompts(prompts)
@@ -161,7 +162,7 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
     os.makedirs(item_dir, exist_ok=True)
     if client is None:
         from attnscope.client import Client
-        client = Client(server, token=token)
+        client = Client(server, token=token, timeout=request_timeout)
 
     todo = [(c, y, e) for c, y, e in items if not os.path.exists(os.path.join(item_dir, _item_name(c, y) + ".json"))]
     skipped = len(items) - len(todo)

@@ -121,3 +121,12 @@ def tiny_server(tiny_model_dir, tmp_path_factory):
     server = RunningServer(tiny_model_dir, str(tmp_path_factory.mktemp("tinyserver") / "server.log"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_tiny_server(tiny_model_dir, tmp_path):
+    """A tiny-model server for one test (for tests that may disturb it, e.g. interrupted clients)."""
+    _require(server_binary(), "attnscope-server")
+    server = RunningServer(tiny_model_dir, str(tmp_path / "server.log"))
+    yield server
+    server.stop()

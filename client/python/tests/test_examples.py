@@ -75,11 +75,12 @@ def test_script_runs_end_to_end_against_server(tiny_server, tmp_path):
 
 def _batch_command(address, out_dir, limit):
     return [PYTHON, "-m", "attnscope", "batch", "--server", address, "--data", DATA, "--prompts", PROMPTS,
-            "--prompt", "prompt_1", "--out", str(out_dir), "--max-new-tokens", "4", "--no-progress",
+            "--prompt", "prompt_1", "--out", str(out_dir), "--max-new-tokens", "4", "--no-progress", "--request-timeout", "120",
             "--limit", str(limit)]
 
 
-def test_batch_against_server_writes_every_head_and_resumes(tiny_server, tmp_path):
+def test_batch_against_server_writes_every_head_and_resumes(own_tiny_server, tmp_path):
+    tiny_server = own_tiny_server
     from attnscope import Client
     with Client(tiny_server.address) as client:
         model = client.model_info()["model"]
@@ -97,6 +98,19 @@ def test_batch_against_server_writes_every_head_and_resumes(tiny_server, tmp_pat
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)  # an interruption: no chance to clean up
     process.wait()
+    # The engine runs one request at a time: once a probe behind it is answered, the request
+    # the killed client left in flight has finished too.
+    from attnscope import AttnScopeError
+    try:
+        with Client(tiny_server.address, timeout=60) as client:
+            client.generate(text="probe", max_new_tokens=1)
+    except AttnScopeError as error:
+        pytest.fail(f"attnscope-server stopped answering after a client was killed mid-request ({error}):\n"
+                    + tiny_server.log())
+    time.sleep(0.5)
+    assert tiny_server.process.poll() is None, \
+        f"attnscope-server died (exit {tiny_server.process.returncode}) when the client was killed mid-request:\n" \
+        + tiny_server.log()
     finished_before = sorted(p for p in os.listdir(item_dir) if p.endswith(".json") and ".error" not in p)
     assert 3 <= len(finished_before), "the first run finished too few items before the interruption"
 
