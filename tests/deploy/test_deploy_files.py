@@ -637,3 +637,19 @@ def test_server_config_check_rejects_an_unknown_key():
         result = subprocess.run([checker, path], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert "drain_grace_secs" in result.stdout
+
+
+# ---------------------------------------------------------------- fuzz corpora
+
+
+def test_every_fuzz_target_has_a_seed_corpus_in_the_repo():
+    fuzz_dir = os.path.join(REPO, "tests", "fuzz")
+    targets = sorted(name[:-3] for name in os.listdir(fuzz_dir) if name.endswith("_fuzz.cc"))
+    assert "safetensors_header_fuzz" in targets
+    for target in targets:
+        corpus = os.path.join(fuzz_dir, "corpus", target)
+        seeds = os.listdir(corpus) if os.path.isdir(corpus) else []
+        assert seeds, (f"tests/fuzz/{target}.cc has no seeds in tests/fuzz/corpus/{target}/ "
+                       "(CI fuzzes each target from its checked-in corpus)")
+        assert f"attnscope_add_fuzzer({target}" in read("tests/fuzz/CMakeLists.txt"), \
+            f"{target} is not registered in tests/fuzz/CMakeLists.txt"
