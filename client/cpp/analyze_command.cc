@@ -15,6 +15,10 @@
 #include "server/engine/analysis_observer.h"
 #include "server/engine/capture_file.h"
 
+#ifdef ATTNSCOPE_WITH_GRPC
+#include "client/cpp/remote/request_flags.h"
+#endif
+
 namespace attnscope::cli {
 namespace {
 
@@ -216,8 +220,11 @@ int RunAnalyze(const std::vector<std::string>& args) {
   }
   if (flags.Has("from")) return AnalyzeCaptureFile(flags);
   if (flags.Has("server")) {
-    // The service build wires AnalyzeHeads here (see docs-fragments/analysis.md).
-    return Fail(kCommand, "--server: remote analyze needs the service build");
+#ifdef ATTNSCOPE_WITH_GRPC
+    return remote::RunRemoteAnalyze(flags);
+#else
+    return Fail(kCommand, "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
+#endif
   }
   return AnalyzeWithLocalModel(flags);
 }

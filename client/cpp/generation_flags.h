@@ -12,7 +12,7 @@
 namespace attnscope::cli {
 
 // Flags that take no value.
-inline const std::vector<std::string> kGenerationSwitches = {"greedy", "save-logits", "no-special",
+inline const std::vector<std::string> kGenerationSwitches = {"greedy", "save-logits", "no-special", "tls",
                                                              "json", "quiet", "no-generation-prompt"};
 
 struct GenerationFlags {

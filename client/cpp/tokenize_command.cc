@@ -7,6 +7,10 @@
 #include "nlohmann/json.hpp"
 #include "server/tokenizer/tokenizer.h"
 
+#ifdef ATTNSCOPE_WITH_GRPC
+#include "client/cpp/remote/request_flags.h"
+#endif
+
 namespace attnscope::cli {
 namespace {
 
@@ -23,7 +27,14 @@ std::string EncodingJson(const Encoding& encoding) {
 }
 
 int RunTokenize(const std::vector<std::string>& args) {
-  Flags flags(args, {"no-special"});
+  Flags flags(args, {"no-special", "no-generation-prompt", "tls"});
+  if (flags.Has("server")) {
+#ifdef ATTNSCOPE_WITH_GRPC
+    return remote::RunRemoteTokenize(flags);
+#else
+    return Fail(kName, "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
+#endif
+  }
   const std::string dir = flags.Get("tokenizer");
   const std::string jsonl = flags.Get("jsonl");
   const bool parse_special = !flags.Has("no-special");
