@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import grpc
 import pytest
 
 import harness
