@@ -52,6 +52,7 @@ absl::StatusOr<std::unique_ptr<AttnScopeServer>> AttnScopeServer::Start(
       MakeCredentials(config.tls);
   if (!credentials.ok()) return credentials.status();
 
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
   std::unique_ptr<AttnScopeServer> server(new AttnScopeServer());
   server->config_ = config;
   server->service_ = std::make_unique<AttnScopeService>(config, std::move(keys));

@@ -293,6 +293,7 @@ absl::StatusOr<RemoteCaptureSummary> RemoteCapture(const RemoteTarget& target,
     }
   }
   const grpc::Status status = reader->Finish();
+  const double stream_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (progress_shown) {
     std::fprintf(stderr, "\r  %d tokens generated, %.1f MB received\n", receiver.generated_tokens(),
                  receiver.attention_bytes() / 1e6);
@@ -307,6 +308,7 @@ absl::StatusOr<RemoteCaptureSummary> RemoteCapture(const RemoteTarget& target,
   summary.header = receiver.header();
   summary.final_message = receiver.final_message();
   summary.attention_bytes = receiver.attention_bytes();
+  summary.stream_seconds = stream_seconds;
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return summary;
 }

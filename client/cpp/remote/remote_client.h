@@ -70,7 +70,8 @@ struct RemoteCaptureSummary {
   v1::Header header;
   v1::Final final_message;
   uint64_t attention_bytes = 0;
-  double seconds = 0;
+  double stream_seconds = 0;  // call start to the stream's end
+  double seconds = 0;         // including reassembly and writing the file
 };
 
 // Runs GenerateWithAttention and writes the reassembled capture to `out_path`. With
