@@ -118,7 +118,7 @@ written.append(out_dir / "capture.safetensors")
 import numpy as np
 
 report = client.analyze(messages=messages, max_new_tokens=args.max_new_tokens, greedy=True,
-                        queries=["sales", "increase"], include_term_submatrix=True)
+                        queries=["sales", "increase"])
 print(f"{'layer':>5} {'heads':>5} {'tokens':>6} {'mean':>9} {'max':>7} {'entropy':>8}")
 for stats in report.layer_stats:
     print(f"{stats['layer']:>5} {stats['num_heads']:>5} {stats['seq_length']:>6} {stats['mean_attention']:>9.5f} "
@@ -156,7 +156,8 @@ term_rows = sorted(report.term_attention(), key=lambda e: -e["mean"])
 for entry_ in term_rows[:5]:
     tops = ", ".join(f"{t['term']} {t['mass']:.3f}" for t in entry_["top_terms"][:3])
     print(f"  layer {entry_['layer']} head {entry_['head']}: mean {entry_['mean']:.4f} max {entry_['max']:.4f} ({tops})")
-best = term_rows[0] if term_rows else {"layer": middle_layer, "head": capture.heads[0]}
+captured_rows = [e for e in term_rows if e["layer"] in capture.layers]  # the plot needs the matrix
+best = captured_rows[0] if captured_rows else {"layer": middle_layer, "head": capture.heads[0]}
 show(plot.term_attention(capture, report, best["layer"], best["head"]),
      f"term_attention_L{best['layer']}_H{best['head']}")
 
