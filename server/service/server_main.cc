@@ -96,6 +96,11 @@ int main(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   spdlog::info("received {}, draining", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (!(*server)->service().model_ready()) {
+    // Still loading: nothing was served, so there is nothing to drain.
+    spdlog::info("stopped while loading the model");
+    std::_Exit(0);
+  }
   loader.join();
   (*server)->Drain();
   server->reset();

@@ -12,7 +12,9 @@
 #include <functional>
 #include <thread>
 
+#include "client/cpp/command.h"
 #include "client/cpp/remote/remote_client.h"
+#include "client/cpp/remote/request_flags.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/capture_file.h"
@@ -229,6 +231,32 @@ struct BadInput {
   grpc::StatusCode code;
   std::string message_part;
 };
+
+TEST_F(GoldenServerTest, CommandLineRemoteModeWritesTheCaptureAndPrintsAnalyses) {
+  std::string ids;
+  for (int64_t id : GoldenIds("prompt_ids.npy"))
+    ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const std::string path = TempPath("cli_remote.safetensors");
+  std::vector<std::string> args = {
+      "--server", server_->address(), "--ids", ids,  "--max-new-tokens",
+      "12",       "--greedy",         "--out", path, "--quiet"};
+  cli::Flags capture_flags(args, {"greedy", "quiet"});
+  ASSERT_EQ(remote::RunRemoteCapture(capture_flags), 0);
+  absl::StatusOr<CaptureFileContents> file = ReadCaptureFile(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->token_ids, GoldenIds("full_ids.npy"));
+
+  cli::Flags analyze_flags(
+      {"--server", server_->address(), "--ids", ids, "--max-new-tokens", "3", "--json"}, {"json"});
+  EXPECT_EQ(remote::RunRemoteAnalyze(analyze_flags), 0);
+  // A local-only flag is refused with a clear message, not ignored.
+  cli::Flags bad_flags(
+      {"--server", server_->address(), "--ids", "1,2", "--out", path, "--model", "/x"}, {});
+  EXPECT_EQ(remote::RunRemoteCapture(bad_flags), 1);
+  // A server error reaches the exit code.
+  cli::Flags server_error({"--server", server_->address(), "--ids", "1,999", "--out", path}, {});
+  EXPECT_EQ(remote::RunRemoteCapture(server_error), 1);
+}
 
 TEST_F(GoldenServerTest, EveryBadInputGetsItsStatusAndTheServerStillServes) {
   const float nan = std::nanf("");
