@@ -204,31 +204,42 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
   std::shared_ptr<ResponseStream> stream_;
 };
 
-// A unary reactor whose Finish may come from the engine job or from OnCancel, whichever is
-// first; the job only writes the response while the call is still open.
+// A unary call whose Finish may come from the engine job or from OnCancel, whichever is first.
+// The job holds only the shared state: once OnCancel finished the call, the reactor may be
+// gone, and the job must neither touch it nor write the response.
 class UnaryCall : public grpc::ServerUnaryReactor {
  public:
-  explicit UnaryCall(std::shared_ptr<RequestRecord> record) : record_(std::move(record)) {}
-
-  // True if this call finished it (the response may have been written just before).
-  bool FinishOnce(const grpc::Status& status, const std::function<void()>& write_response) {
-    {
-      std::lock_guard<std::mutex> lock(state_->mutex);
-      if (state_->finished) return false;
-      state_->finished = true;
-      if (write_response) write_response();
-    }
-    record_->status = status;
-    Finish(status);
-    return true;
-  }
-  std::shared_ptr<std::atomic<bool>> cancelled() const { return state_->cancelled; }
-
   struct State {
     std::mutex mutex;
     bool finished = false;
+    UnaryCall* reactor = nullptr;  // alive until Finish: OnDone cannot come before it
+    std::shared_ptr<RequestRecord> record;
     std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
   };
+
+  explicit UnaryCall(std::shared_ptr<RequestRecord> record) {
+    state_->reactor = this;
+    state_->record = std::move(record);
+  }
+
+  // Finishes the call unless it already is; `write_response` runs only if it is not.
+  static bool FinishOnce(const std::shared_ptr<State>& state, const grpc::Status& status,
+                         const std::function<void()>& write_response) {
+    UnaryCall* reactor = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      if (state->finished) return false;
+      state->finished = true;
+      if (write_response) write_response();
+      reactor = state->reactor;
+    }
+    state->record->status = status;
+    reactor->Finish(status);
+    return true;
+  }
+  bool FinishOnce(const grpc::Status& status, const std::function<void()>& write_response) {
+    return FinishOnce(state_, status, write_response);
+  }
   std::shared_ptr<State> state() const { return state_; }
 
   void OnCancel() override {
@@ -238,7 +249,6 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  std::shared_ptr<RequestRecord> record_;
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
@@ -579,7 +589,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   const auto deadline = context->deadline();
   auto state = reactor->state();
   absl::Status submitted =
-      worker_->Submit([reactor, state, record, model, deadline, response, prompt_ids = prompt.ids,
+      worker_->Submit([state, record, model, deadline, response, prompt_ids = prompt.ids,
                        probe = spec.has_induction_probe(), params = *std::move(params),
                        capture = *std::move(capture), input = std::move(input),
                        options = std::move(options)]() mutable {
@@ -610,7 +620,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         }
         record->generated_tokens = observer.generated();
         if (!result.ok()) {
-          reactor->FinishOnce(ToGrpcStatus(result.status()), nullptr);
+          UnaryCall::FinishOnce(state, ToGrpcStatus(result.status()), nullptr);
           return;
         }
         std::vector<int64_t> generated(result->token_ids.begin() + result->prompt_length,
@@ -618,7 +628,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         const std::string text = tokenizer != nullptr ? tokenizer->Decode(generated, true) : "";
         absl::StatusOr<analysis::HeadReport> report = observer.Finish(text);
         if (!report.ok()) {
-          reactor->FinishOnce(ToGrpcStatus(report.status()), nullptr);
+          UnaryCall::FinishOnce(state, ToGrpcStatus(report.status()), nullptr);
           return;
         }
         v1::AnalyzeResponse reply;
@@ -649,7 +659,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         reply.set_stop_reason(result->stop_reason);
         FillTimings(*result, record->queue_seconds, record->admission.arrival,
                     reply.mutable_timings());
-        reactor->FinishOnce(grpc::Status::OK, [&] { *response = std::move(reply); });
+        UnaryCall::FinishOnce(state, grpc::Status::OK, [&] { *response = std::move(reply); });
       });
   if (!submitted.ok()) reactor->FinishOnce(ToGrpcStatus(submitted), nullptr);
   return reactor;

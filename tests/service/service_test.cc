@@ -547,6 +547,26 @@ TEST_F(TinyServerTest, ShortDeadlineStopsTheRequest) {
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.5);
 }
 
+TEST_F(TinyServerTest, AnalyzeHeadsStopsAtItsDeadline) {
+  auto stub = server_->Stub();
+  v1::AnalyzeRequest request;
+  *request.mutable_ids() = LongRequest().ids();
+  *request.mutable_generation() = LongRequest().generation();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  v1::AnalyzeResponse response;
+  const grpc::Status status = stub->AnalyzeHeads(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(WaitIdle(0.5)) << "the analysis kept running after the deadline";
+  // The server still answers.
+  v1::AnalyzeRequest small;
+  small.mutable_ids()->add_ids(40);
+  small.mutable_ids()->add_ids(41);
+  small.mutable_generation()->set_max_new_tokens(2);
+  grpc::ClientContext small_context;
+  EXPECT_TRUE(stub->AnalyzeHeads(&small_context, small, &response).ok());
+}
+
 TEST_F(TinyServerTest, QueueFullIsResourceExhaustedAtOnce) {
   auto stub = server_->Stub();
   // A: runs. B: waits (queue_length 1). C: refused.
@@ -554,7 +574,16 @@ TEST_F(TinyServerTest, QueueFullIsResourceExhaustedAtOnce) {
   auto reader_a = stub->GenerateWithAttention(&context_a, LongRequest());
   ASSERT_TRUE(WaitFor([&] { return server_->server().service().worker().busy(); }, 5));
   auto reader_b = stub->GenerateWithAttention(&context_b, LongRequest());
-  ASSERT_TRUE(WaitFor([&] { return server_->server().service().worker().waiting() == 1; }, 5));
+  if (!WaitFor([&] { return server_->server().service().worker().waiting() == 1; }, 5)) {
+    v1::GenerateResponse m;
+    int na = 0, nb = 0;
+    while (reader_a->Read(&m)) ++na;
+    while (reader_b->Read(&m)) ++nb;
+    grpc::Status sa = reader_a->Finish(), sb = reader_b->Finish();
+    FAIL() << "B never waited in the queue. A: " << na << " messages, status \""
+           << sa.error_message() << "\"; B: " << nb << " messages, status \"" << sb.error_message()
+           << "\"; worker busy: " << server_->server().service().worker().busy();
+  }
   const auto start = Clock::now();
   StreamResult c = RunStream(stub.get(), LongRequest());
   EXPECT_EQ(c.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
