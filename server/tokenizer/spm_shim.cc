@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,15 +33,23 @@ sentencepiece::SentencePieceProcessor* Processor(void* model) {
 
 }  // namespace
 
+// No exception may cross the C interface: a protobuf version clash (the shim opened without
+// RTLD_DEEPBIND, as under AddressSanitizer) throws inside Load.
 ATTNSCOPE_SPM_EXPORT void* attnscope_spm_load(const char* path, char* error, size_t error_size) {
-  auto* processor = new sentencepiece::SentencePieceProcessor();
-  const auto status = processor->Load(path);
-  if (!status.ok()) {
-    CopyError(status.ToString(), error, error_size);
-    delete processor;
-    return nullptr;
+  try {
+    auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = processor->Load(path);
+    if (!status.ok()) {
+      CopyError(status.ToString(), error, error_size);
+      return nullptr;
+    }
+    return processor.release();
+  } catch (const std::exception& exception) {
+    CopyError(std::string("sentencepiece failed: ") + exception.what(), error, error_size);
+  } catch (...) {
+    CopyError("sentencepiece failed with an unknown exception", error, error_size);
   }
-  return processor;
+  return nullptr;
 }
 
 ATTNSCOPE_SPM_EXPORT void attnscope_spm_free(void* model) { delete Processor(model); }
@@ -73,30 +82,39 @@ ATTNSCOPE_SPM_EXPORT int attnscope_spm_flags(void* model, int id) {
 ATTNSCOPE_SPM_EXPORT int attnscope_spm_encode(void* model, const char* text, size_t length,
                                               int** ids, uint32_t** begins, uint32_t** ends,
                                               size_t* count, char* error, size_t error_size) {
-  const auto encoded = Processor(model)->EncodeAsImmutableProto(std::string(text, length));
-  std::vector<int> id_values;
-  std::vector<uint32_t> begin_values, end_values;
-  for (const auto& piece : encoded.pieces()) {
-    id_values.push_back(static_cast<int>(piece.id()));
-    begin_values.push_back(piece.begin());
-    end_values.push_back(piece.end());
-  }
-  *ids = CopyOut(id_values);
-  *begins = CopyOut(begin_values);
-  *ends = CopyOut(end_values);
-  *count = id_values.size();
-  if (*ids == nullptr || *begins == nullptr || *ends == nullptr) {
-    CopyError("out of memory", error, error_size);
+  try {
+    const auto encoded = Processor(model)->EncodeAsImmutableProto(std::string(text, length));
+    std::vector<int> id_values;
+    std::vector<uint32_t> begin_values, end_values;
+    for (const auto& piece : encoded.pieces()) {
+      id_values.push_back(static_cast<int>(piece.id()));
+      begin_values.push_back(piece.begin());
+      end_values.push_back(piece.end());
+    }
+    *ids = CopyOut(id_values);
+    *begins = CopyOut(begin_values);
+    *ends = CopyOut(end_values);
+    *count = id_values.size();
+    if (*ids == nullptr || *begins == nullptr || *ends == nullptr) {
+      CopyError("out of memory", error, error_size);
+      return 1;
+    }
+    return 0;
+  } catch (const std::exception& exception) {
+    CopyError(std::string("sentencepiece failed: ") + exception.what(), error, error_size);
     return 1;
   }
-  return 0;
 }
 
 ATTNSCOPE_SPM_EXPORT int attnscope_spm_decode(void* model, const int* ids, size_t count,
                                               char** text, size_t* length) {
   std::string decoded;
-  const auto status = Processor(model)->Decode(std::vector<int>(ids, ids + count), &decoded);
-  if (!status.ok()) return 1;
+  try {
+    const auto status = Processor(model)->Decode(std::vector<int>(ids, ids + count), &decoded);
+    if (!status.ok()) return 1;
+  } catch (const std::exception&) {
+    return 1;
+  }
   *text = static_cast<char*>(std::malloc(decoded.size() + 1));
   if (*text == nullptr) return 1;
   std::memcpy(*text, decoded.data(), decoded.size());

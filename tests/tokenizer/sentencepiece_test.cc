@@ -64,6 +64,11 @@ std::string TrainedModelDir() {
 class SentencePieceTest : public ::testing::Test {
  protected:
   void SetUp() override {
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer forbids RTLD_DEEPBIND, without which the shim's protobuf 3.14 binds to
+    // the process's 3.21: the isolation these tests prove cannot exist in that build.
+    GTEST_SKIP() << "SentencePiece isolation needs RTLD_DEEPBIND, unavailable under ASan";
+#endif
     dir_ = TrainedModelDir();
     if (dir_.empty()) GTEST_SKIP() << "spm_train (Debian package sentencepiece) is not installed";
     ASSERT_EQ(dir_.find("TRAINING FAILED"), std::string::npos) << dir_;
