@@ -95,7 +95,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerationPa
 }
 
 absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const v1::CaptureSpec& spec,
-                                                const ModelConfig& config) {
+                                                const ModelConfig& config,
+                                                const std::string& field_prefix) {
   CaptureSpec capture;
   switch (spec.dtype()) {
     case v1::DTYPE_UNSPECIFIED:
@@ -109,7 +110,7 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const v1::CaptureSpec& spec,
       capture.dtype = CaptureDType::kBFloat16;
       break;
     default:
-      return Invalid("capture.dtype", absl::StrCat(static_cast<int>(spec.dtype())),
+      return Invalid(field_prefix + ".dtype", absl::StrCat(static_cast<int>(spec.dtype())),
                      "unknown dtype; must be DTYPE_FLOAT32 (1), DTYPE_FLOAT16 (2) or "
                      "DTYPE_BFLOAT16 (3)");
   }
@@ -124,7 +125,7 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const v1::CaptureSpec& spec,
       capture.rows = CaptureRows::kGeneratedOnly;
       break;
     default:
-      return Invalid("capture.rows", absl::StrCat(static_cast<int>(spec.rows())),
+      return Invalid(field_prefix + ".rows", absl::StrCat(static_cast<int>(spec.rows())),
                      "unknown row selection; must be ROWS_ALL (0), ROWS_PROMPT_ONLY (1) or "
                      "ROWS_GENERATED_ONLY (2)");
   }
@@ -132,12 +133,12 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const v1::CaptureSpec& spec,
   std::vector<int> heads(spec.heads().begin(), spec.heads().end());
   // A bad index is a bad argument of this request (ResolveIndices says OUT_OF_RANGE).
   absl::StatusOr<std::vector<int>> resolved_layers =
-      ResolveIndices(layers, config.num_hidden_layers, "capture.layers");
+      ResolveIndices(layers, config.num_hidden_layers, field_prefix + ".layers");
   if (!resolved_layers.ok()) {
     return absl::InvalidArgumentError(resolved_layers.status().message());
   }
   absl::StatusOr<std::vector<int>> resolved_heads =
-      ResolveIndices(heads, config.num_attention_heads, "capture.heads");
+      ResolveIndices(heads, config.num_attention_heads, field_prefix + ".heads");
   if (!resolved_heads.ok()) {
     return absl::InvalidArgumentError(resolved_heads.status().message());
   }

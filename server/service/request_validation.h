@@ -39,9 +39,11 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerationPa
                                                           const ModelView& model,
                                                           const ServerLimits& limits);
 
-// Resolves layers and heads (negatives from the end), dtype and row selection.
+// Resolves layers and heads (negatives from the end), dtype and row selection. Messages name
+// the fields as `field_prefix`.layers etc. (AnalyzeHeads passes "analysis").
 absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const v1::CaptureSpec& spec,
-                                                const ModelConfig& config);
+                                                const ModelConfig& config,
+                                                const std::string& field_prefix = "capture");
 
 // Checks that the input is present and non-empty and that ids are inside the vocabulary,
 // then prepares it exactly as the command line does (server/engine/prompt.h).

@@ -514,7 +514,8 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   v1::CaptureSpec capture_request;
   *capture_request.mutable_layers() = spec.layers();
   *capture_request.mutable_heads() = spec.heads();
-  absl::StatusOr<CaptureSpec> capture = ValidateCaptureSpec(capture_request, model_config);
+  absl::StatusOr<CaptureSpec> capture =
+      ValidateCaptureSpec(capture_request, model_config, "analysis");
   if (!capture.ok()) return fail(capture.status());
   for (const auto& [field, value] :
        {std::pair<const char*, int>{"analysis.query_positions", spec.query_positions()},
@@ -551,6 +552,15 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
     if (n < 2) {
       return fail(absl::InvalidArgumentError(
           absl::StrCat("analysis.induction_probe.length = ", n, ": must be >= 2")));
+    }
+    // The probe is n random tokens twice: check its length before building it (a huge n
+    // would allocate gigabytes first).
+    const int64_t probe_tokens = 2 * static_cast<int64_t>(n);
+    if (probe_tokens > config_.limits.max_prompt_tokens) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          "analysis.induction_probe.length = ", n, ": the probe has 2 x length = ", probe_tokens,
+          " tokens, which exceeds the server limit limits.max_prompt_tokens = ",
+          config_.limits.max_prompt_tokens)));
     }
     // Draw from ordinary tokens: below the special tokens at the top of the vocabulary (as
     // the command line's local analyze does, so both give the same probe).

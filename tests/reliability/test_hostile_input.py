@@ -289,8 +289,6 @@ def test_analyze_numbers_at_limits(server):
         harness.good_request_works(server.address)
 
 
-@pytest.mark.xfail(strict=True, reason="AnalyzeHeads reports a bad analysis.layers index as "
-                   "'capture.layers: ...' (the validation shared with GenerateWithAttention)")
 def test_analyze_bad_layer_message_names_analysis_field(server):
     request = pb2.AnalyzeRequest(ids=pb2.TokenIds(ids=[1, 2, 3]))
     request.analysis.layers.append(7)
@@ -306,11 +304,8 @@ def test_tokenize_ids_out_of_range(server):
     harness.good_request_works(server.address)
 
 
-# Not run: it takes the server to several GiB of RSS. The server builds the 2n-id probe
-# before comparing 2n with max_prompt_tokens (n = 100000 costs 50 ms; n = 2^31-1 allocates
-# until the deadline: 4.5 GiB in 10 s on the tiny model, never returned to the OS).
-@pytest.mark.xfail(run=False, reason="induction_probe.length is checked against "
-                   "max_prompt_tokens only after the probe is built")
+# The probe's 2n tokens are compared with max_prompt_tokens before the probe is built (n =
+# 2^31-1 used to allocate 4.5 GiB first).
 def test_induction_probe_length_int32_max(server):
     probe = pb2.AnalyzeRequest()
     probe.analysis.induction_probe.length = INT32_MAX

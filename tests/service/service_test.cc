@@ -398,7 +398,27 @@ TEST_F(GoldenServerTest, AnalyzeHeadsValidatesBeforeWork) {
   v1::AnalyzeResponse response;
   grpc::Status status = stub->AnalyzeHeads(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(status.error_message().find("capture.layers"), std::string::npos);
+  // The request's field is analysis.layers (AnalyzeRequest has no capture spec).
+  EXPECT_NE(status.error_message().find("analysis.layers"), std::string::npos)
+      << status.error_message();
+  EXPECT_EQ(status.error_message().find("capture."), std::string::npos) << status.error_message();
+
+  // A probe of 2 x (2^31 - 1) tokens is refused by arithmetic, before anything is built.
+  v1::AnalyzeRequest probe;
+  probe.mutable_analysis()->mutable_induction_probe()->set_length(2147483647);
+  grpc::ClientContext probe_context;
+  probe_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  const long rss_before = ResidentKilobytes();
+  const auto start = Clock::now();
+  status = stub->AnalyzeHeads(&probe_context, probe, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  for (const char* word : {"analysis.induction_probe.length", "2147483647",
+                           "limits.max_prompt_tokens = ", "4294967294"}) {
+    EXPECT_NE(status.error_message().find(word), std::string::npos)
+        << word << " missing from: " << status.error_message();
+  }
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.0);
+  EXPECT_LT(ResidentKilobytes() - rss_before, 64 * 1024);
 }
 
 TEST_F(GoldenServerTest, TwoHundredCancelledRequestsLeaveDescriptorsAndMemoryWhereTheyWere) {
