@@ -1,11 +1,15 @@
 #include "server/service/engine_worker.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace attnscope::service {
 
-EngineWorker::EngineWorker(int queue_length)
-    : queue_length_(queue_length), thread_([this] { Run(); }) {}
+EngineWorker::EngineWorker(int queue_length, int workers)
+    : queue_length_(queue_length), workers_(std::max(1, workers)) {
+  for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { Run(); });
+}
 
 EngineWorker::~EngineWorker() {
   {
@@ -13,19 +17,20 @@ EngineWorker::~EngineWorker() {
     stopping_ = true;
   }
   has_work_.notify_all();
-  thread_.join();
+  for (std::thread& thread : threads_) thread.join();
 }
 
 absl::Status EngineWorker::Submit(std::function<void()> job) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    // A job that the idle worker has not picked up yet is about to run, not waiting.
-    const int waiting = static_cast<int>(jobs_.size()) - (running_job_ ? 0 : 1);
-    if (waiting >= queue_length_) {
-      return absl::ResourceExhaustedError(absl::StrCat("the server is busy: ", queue_length_,
-                                                       " requests already wait for the model "
-                                                       "(queue_length = ",
-                                                       queue_length_, "); retry later"));
+    // Jobs that idle workers have not picked up yet are about to run, not waiting.
+    const int idle = workers_ - running_jobs_;
+    const int waiting = std::max(0, static_cast<int>(jobs_.size()) + 1 - idle);
+    if (waiting > queue_length_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server is busy: ", queue_length_,
+                       " requests already wait for the model (queue_length = ", queue_length_,
+                       ", concurrent_generations = ", workers_, "); retry later"));
     }
     jobs_.push_back(std::move(job));
   }
@@ -38,9 +43,9 @@ int EngineWorker::waiting() const {
   return static_cast<int>(jobs_.size());
 }
 
-bool EngineWorker::busy() const {
+int EngineWorker::running() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return running_job_;
+  return running_jobs_;
 }
 
 void EngineWorker::Run() {
@@ -52,11 +57,12 @@ void EngineWorker::Run() {
       if (jobs_.empty()) return;  // stopping with nothing left
       job = std::move(jobs_.front());
       jobs_.pop_front();
-      running_job_ = true;
+      ++running_jobs_;
     }
     job();
+    job = nullptr;  // the job's captures (the request's state) go before it counts as done
     std::lock_guard<std::mutex> lock(mutex_);
-    running_job_ = false;
+    --running_jobs_;
   }
 }
 

@@ -92,6 +92,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(top.Read("dtype", &config.dtype));
   RETURN_IF_ERROR_CFG(top.Read("warmup", &config.warmup));
   RETURN_IF_ERROR_CFG(top.Read("queue_length", &config.queue_length));
+  RETURN_IF_ERROR_CFG(top.Read("concurrent_generations", &config.concurrent_generations));
   RETURN_IF_ERROR_CFG(top.Read("drain_grace_seconds", &config.drain_grace_seconds));
   RETURN_IF_ERROR_CFG(top.Read("log_level", &config.log_level));
 
@@ -137,6 +138,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.listen.empty()) return OutOfRange("listen", "\"\"", "must be HOST:PORT");
   if (c.queue_length < 0) {
     return OutOfRange("queue_length", absl::StrCat(c.queue_length), "must be >= 0");
+  }
+  if (c.concurrent_generations < 1 || c.concurrent_generations > 64) {
+    return OutOfRange("concurrent_generations", absl::StrCat(c.concurrent_generations),
+                      "must be in [1, 64]");
   }
   if (!(c.drain_grace_seconds >= 0)) {
     return OutOfRange("drain_grace_seconds", absl::StrCat(c.drain_grace_seconds), "must be >= 0");

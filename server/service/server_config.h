@@ -39,7 +39,10 @@ struct ServerConfig {
   std::string device = "cpu";
   std::string dtype = "float32";
   bool warmup = true;
-  int queue_length = 16;  // requests waiting for the model (the running one not counted)
+  int queue_length = 16;  // requests waiting for the model (the running ones not counted)
+  // Generations that run at once, each on its own engine thread with its own KV cache; a
+  // slow reader holds only its own.
+  int concurrent_generations = 2;
   double drain_grace_seconds = 30;
   std::string log_level = "info";
   ServerLimits limits;

@@ -309,7 +309,8 @@ AttnScopeService::AttnScopeService(ServerConfig config, ApiKeyTable keys)
     : config_(std::move(config)),
       keys_(std::move(keys)),
       request_id_prefix_(MakeRequestIdPrefix()),
-      worker_(std::make_unique<EngineWorker>(config_.queue_length)) {}
+      worker_(
+          std::make_unique<EngineWorker>(config_.queue_length, config_.concurrent_generations)) {}
 
 AttnScopeService::~AttnScopeService() { worker_.reset(); }
 

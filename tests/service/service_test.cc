@@ -462,6 +462,7 @@ class TinyServerTest : public ::testing::Test {
     ASSERT_TRUE(written.ok()) << written;
     service::ServerConfig config = TestConfig(*model_dir_);
     config.queue_length = 1;
+    config.concurrent_generations = 2;
     config.streaming.stall_timeout_seconds = 1.5;
     config.streaming.stream_queue_bytes = 1 << 20;
     server_ = TestServer::Start(config).release();
@@ -587,38 +588,67 @@ TEST_F(TinyServerTest, AnalyzeHeadsStopsAtItsDeadline) {
   EXPECT_TRUE(stub->AnalyzeHeads(&small_context, small, &response).ok());
 }
 
+TEST_F(TinyServerTest, AnalyzeHeadsClientGoneMidAnalysisLeavesTheServerServing) {
+  // The client goes away while the engine still analyses: the call finishes (CANCELLED) at
+  // once and is deleted, while the engine job runs on until its next check. The job must
+  // never touch the finished call (this crashed the server: use after free).
+  auto stub = server_->Stub();
+  v1::AnalyzeRequest request;
+  for (int i = 0; i < 600; ++i) request.mutable_ids()->add_ids(40 + i % 200);
+  request.mutable_generation()->set_max_new_tokens(200);
+  request.mutable_generation()->set_ignore_eos(true);
+  for (int round = 0; round < 3; ++round) {
+    grpc::ClientContext context;
+    v1::AnalyzeResponse response;
+    grpc::Status status;
+    std::thread caller([&] { status = stub->AnalyzeHeads(&context, request, &response); });
+    ASSERT_TRUE(WaitFor([&] { return server_->server().service().worker().busy(); }, 5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 * round));
+    context.TryCancel();
+    caller.join();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+    ASSERT_TRUE(WaitIdle(2)) << "the analysis kept running after the client went away";
+  }
+  v1::AnalyzeRequest small;
+  small.mutable_ids()->add_ids(40);
+  small.mutable_ids()->add_ids(41);
+  small.mutable_generation()->set_max_new_tokens(2);
+  grpc::ClientContext small_context;
+  v1::AnalyzeResponse response;
+  const grpc::Status status = stub->AnalyzeHeads(&small_context, small, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.prompt_length(), 2);
+}
+
 TEST_F(TinyServerTest, QueueFullIsResourceExhaustedAtOnce) {
   auto stub = server_->Stub();
-  // A: runs. B: waits (queue_length 1). C: refused.
-  grpc::ClientContext context_a, context_b;
+  const service::EngineWorker& worker = server_->server().service().worker();
+  // A and B: run (concurrent_generations 2). C: waits (queue_length 1). D: refused.
+  grpc::ClientContext context_a, context_b, context_c;
   auto reader_a = stub->GenerateWithAttention(&context_a, LongRequest());
-  ASSERT_TRUE(WaitFor([&] { return server_->server().service().worker().busy(); }, 5));
+  ASSERT_TRUE(WaitFor([&] { return worker.running() == 1; }, 5));
   auto reader_b = stub->GenerateWithAttention(&context_b, LongRequest());
-  if (!WaitFor([&] { return server_->server().service().worker().waiting() == 1; }, 5)) {
-    v1::GenerateResponse m;
-    int na = 0, nb = 0;
-    while (reader_a->Read(&m)) ++na;
-    while (reader_b->Read(&m)) ++nb;
-    grpc::Status sa = reader_a->Finish(), sb = reader_b->Finish();
-    FAIL() << "B never waited in the queue. A: " << na << " messages, status \""
-           << sa.error_message() << "\"; B: " << nb << " messages, status \"" << sb.error_message()
-           << "\"; worker busy: " << server_->server().service().worker().busy();
+  ASSERT_TRUE(WaitFor([&] { return worker.running() == 2; }, 5));
+  auto reader_c = stub->GenerateWithAttention(&context_c, LongRequest());
+  const bool c_waits = WaitFor([&] { return worker.waiting() == 1; }, 5);
+  EXPECT_TRUE(c_waits) << "C never waited in the queue; running " << worker.running();
+  if (c_waits) {
+    const auto start = Clock::now();
+    StreamResult d = RunStream(stub.get(), LongRequest());
+    EXPECT_EQ(d.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(d.status.error_message().find("queue_length = 1"), std::string::npos)
+        << d.status.error_message();
+    EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 0.5);
   }
-  const auto start = Clock::now();
-  StreamResult c = RunStream(stub.get(), LongRequest());
-  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(c.status.error_message().find("queue_length = 1"), std::string::npos)
-      << c.status.error_message();
-  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 0.5);
   context_a.TryCancel();
   context_b.TryCancel();
+  context_c.TryCancel();
   v1::GenerateResponse message;
-  while (reader_a->Read(&message)) {
+  for (auto* reader : {reader_a.get(), reader_b.get(), reader_c.get()}) {
+    while (reader->Read(&message)) {
+    }
+    reader->Finish();
   }
-  while (reader_b->Read(&message)) {
-  }
-  reader_a->Finish();
-  reader_b->Finish();
   EXPECT_TRUE(WaitIdle(2));
 }
 

@@ -367,6 +367,63 @@ TEST(EngineWorkerTest, RunsInArrivalOrderAndRefusesBeyondTheQueueLength) {
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
 }
 
+TEST(EngineWorkerTest, ABlockedJobHoldsOnlyItsOwnWorker) {
+  // A job blocked on its reader (here: on a flag) must not stop the next job from running.
+  // (EXPECT, not ASSERT, inside the scope: leaving it early would join a blocked worker.)
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<bool> second_ran{false};
+  std::vector<int> started;
+  {
+    EngineWorker worker(/*queue_length=*/1, /*workers=*/2);
+    EXPECT_TRUE(worker
+                    .Submit([&] {
+                      std::unique_lock<std::mutex> lock(mutex);
+                      started.push_back(0);
+                      cv.wait(lock, [&] { return release; });
+                    })
+                    .ok());
+    while (!worker.busy()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(worker
+                    .Submit([&] {
+                      {
+                        std::lock_guard<std::mutex> lock(mutex);
+                        started.push_back(1);
+                      }
+                      second_ran = true;
+                    })
+                    .ok());
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!second_ran && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(second_ran) << "the second job waited behind the blocked one";
+    while (worker.running() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // One worker blocked, one free: job 2 runs (and blocks), job 3 waits (queue_length 1),
+    // job 4 is refused.
+    auto blocking_job = [&](int id) {
+      return [&, id] {
+        std::unique_lock<std::mutex> lock(mutex);
+        started.push_back(id);
+        cv.wait(lock, [&] { return release; });
+      };
+    };
+    EXPECT_TRUE(worker.Submit(blocking_job(2)).ok());
+    EXPECT_TRUE(worker.Submit(blocking_job(3)).ok());
+    absl::Status refused = worker.Submit(blocking_job(4));
+    EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(refused.message().find("concurrent_generations = 2"), std::string::npos)
+        << refused.message();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      release = true;
+    }
+    cv.notify_all();
+  }
+  EXPECT_EQ(started, (std::vector<int>{0, 1, 2, 3}));
+}
+
 // Client-side reassembly checks on hand-made streams.
 class ReceiverTest : public ::testing::Test {
  protected:
