@@ -1,0 +1,76 @@
+// libFuzzer target: attnscope.v1 requests built from fuzz bytes, through the same validation
+// the service runs before any model work (server/service/request_validation.h), against the
+// tiny default model's config and tokenizer. Validation must answer with a status, never crash,
+// hang or allocate without bound, whatever the numbers, strings and ids.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "attnscope/v1/attnscope.pb.h"
+#include "server/engine/prompt.h"
+#include "server/model/model_config.h"
+#include "server/service/request_validation.h"
+#include "server/service/server_config.h"
+#include "server/tokenizer/tokenizer.h"
+
+namespace {
+
+struct Fixture {
+  attnscope::ModelConfig config;
+  attnscope::ModelTextTools tools;
+  attnscope::service::ModelView view;
+  attnscope::service::ServerLimits limits;
+};
+
+const Fixture& GetFixture() {
+  static Fixture* fixture = [] {
+    auto* f = new Fixture();
+    // The tiny default model's shape: 4 layers, 8 query heads, vocabulary of 259.
+    auto config = attnscope::ParseModelConfig(
+        R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":128,"intermediate_size":256,
+            "num_hidden_layers":4,"num_attention_heads":8,"num_key_value_heads":2,
+            "vocab_size":259,"max_position_embeddings":4096,"eos_token_id":258})",
+        "", "fuzz config");
+    if (!config.ok()) std::abort();
+    f->config = *config;
+    char dir[] = "/tmp/attnscope-fuzz-XXXXXX";
+    if (mkdtemp(dir) == nullptr || !attnscope::WriteTinyTokenizerFiles(dir).ok()) std::abort();
+    auto tools = attnscope::LoadModelTextTools(dir);
+    if (!tools.ok()) std::abort();
+    f->tools = std::move(*tools);
+    f->view.config = &f->config;
+    f->view.tools = &f->tools;
+    f->view.model_dir = dir;
+    // Small limits keep each input's work bounded (the shipped defaults allow 4096 tokens).
+    f->limits.max_prompt_tokens = 512;
+    f->limits.max_total_tokens = 768;
+    f->limits.max_new_tokens = 256;
+    return f;
+  }();
+  return *fixture;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const Fixture& fixture = GetFixture();
+  attnscope::v1::GenerateRequest request;
+  if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
+  auto prepared = attnscope::service::PrepareGeneration(request, fixture.view, fixture.limits);
+  if (prepared.ok()) {
+    // What validation accepted must respect the limits it enforces.
+    const int total = static_cast<int>(prepared->prompt.ids.size()) + prepared->max_new_tokens;
+    if (total > fixture.limits.max_total_tokens) __builtin_trap();
+    for (int64_t id : prepared->prompt.ids) {
+      if (id < 0 || id >= fixture.config.vocab_size) __builtin_trap();
+    }
+    for (int layer : prepared->capture.layers) {
+      if (layer < 0 || layer >= fixture.config.num_hidden_layers) __builtin_trap();
+    }
+  } else if (prepared.status().message().empty()) {
+    __builtin_trap();  // every refusal says why
+  }
+  return 0;
+}
