@@ -28,6 +28,10 @@ for name in "${names[@]}"; do
   binary=$(find "$build" -name "${target[$name]}" -type f -perm -u+x | head -n 1)
   echo "== $name: $binary" >&2
   extra=()
+  # The engine benchmark writes a Qwen2-0.5B-shaped checkpoint; the analysis benchmark reuses it.
+  if [ "$name" = analysis ] && [ -f /tmp/attnscope-qwen2-0.5b-shaped/model.safetensors ]; then
+    extra=(--model /tmp/attnscope-qwen2-0.5b-shaped)
+  fi
   if [ "$name" = tokenizer ] && [ -d "$repo/tests/bench/tokenizer_js_peer" ] &&
      [ ! -d "$repo/tests/bench/tokenizer_js_peer/node_modules" ]; then
     (cd "$repo/tests/bench/tokenizer_js_peer" && npm ci --silent) || true
