@@ -16,7 +16,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     batch = commands.add_parser("batch", help="AnalyzeHeads over a dataset; per-head CSV and summary")
-    batch.add_argument("--server", required=True, help="host:port of attnscope-server")
+    batch.add_argument("--server", required=True,
+                       help="host:port of attnscope-server; several replicas comma-separated")
     batch.add_argument("--data", required=True, help="dataset JSON {company: {year: {description, label}}}")
     batch.add_argument("--prompts", required=True, help="prompts YAML (config/prompts.yaml)")
     batch.add_argument("--prompt", default="prompt_1", help="template list key in the prompts file")

@@ -153,23 +153,33 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
               concurrency: int = 1, max_new_tokens: int = 16, template_index: int = 0,
               layers: Sequence[int] = (), heads: Sequence[int] = (), limit: Optional[int] = None,
               token: Optional[str] = None, progress: bool = True, client=None,
-              request_timeout: Optional[float] = None) -> dict:
-    """Runs (or resumes) a dataset run and returns the counts and summary it wrote."""
+              request_timeout: Optional[float] = None, clients=None) -> dict:
+    """Runs (or resumes) a dataset run and returns the counts and summary it wrote.
+
+    `server` may list several replicas, comma-separated ("gpu1:50051,gpu2:50051"): items are
+    spread over them round-robin, so a dataset runs on every replica at once (give
+    `concurrency` of at least the number of replicas).
+    """
     dataset = load_dataset(data)
     prompt_config = load_prompts(prompts)
     items = dataset_items(dataset)[:limit]
     item_dir = os.path.join(out, "items")
     os.makedirs(item_dir, exist_ok=True)
-    if client is None:
-        from attnscope.client import Client
-        client = Client(server, token=token, timeout=request_timeout)
+    if clients is None:
+        if client is not None:
+            clients = [client]
+        else:
+            from attnscope.client import Client
+            clients = [Client(address.strip(), token=token, timeout=request_timeout)
+                       for address in server.split(",") if address.strip()]
 
     todo = [(c, y, e) for c, y, e in items if not os.path.exists(os.path.join(item_dir, _item_name(c, y) + ".json"))]
     skipped = len(items) - len(todo)
     bar = _Progress(len(todo), progress)
 
-    def run_one(company, year, entry):
+    def run_one(index, company, year, entry):
         name = _item_name(company, year)
+        client = clients[index % len(clients)]
         try:
             messages = build_messages(prompt_config, prompt, entry["description"], template_index)
             report = client.analyze(messages=messages, max_new_tokens=max_new_tokens, greedy=True,
@@ -192,7 +202,7 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = [pool.submit(run_one, c, y, e) for c, y, e in todo]
+            futures = [pool.submit(run_one, i, c, y, e) for i, (c, y, e) in enumerate(todo)]
             for future in as_completed(futures):
                 bar.step(future.result())
     finally:

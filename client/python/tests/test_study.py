@@ -144,3 +144,13 @@ def test_batch_writes_one_row_per_item_layer_head_and_records_failures(tmp_path)
     assert sorted(retry.calls) == ["batch:C03/2022", "batch:C03/2023"]
     assert result["counts"] == {**result["counts"], "finished": 8, "failed": 0, "skipped": 6, "head_rows": 48}
     assert len(_read_csv(tmp_path / "heads.csv")) == 8 * 6
+
+
+def test_batch_spreads_items_over_several_replicas(tmp_path):
+    replicas = [FakeClient(), FakeClient()]
+    result = batch.run_batch("gpu1:1,gpu2:2", DATA, PROMPTS, "prompt_1", str(tmp_path), limit=8,
+                             clients=replicas, progress=False, concurrency=2)
+    assert result["counts"]["finished"] == 8
+    # Round-robin: each replica answers half the items, and no item is asked twice.
+    assert [len(r.calls) for r in replicas] == [4, 4]
+    assert len(set(replicas[0].calls) | set(replicas[1].calls)) == 8
