@@ -92,20 +92,27 @@ void AttnScopeServer::SetServing(bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
-absl::Status AttnScopeServer::LoadModel() {
-  if (config_.model_dir.empty()) {
+absl::StatusOr<std::unique_ptr<ModelContext>> AttnScopeServer::LoadModelFor(
+    const ServerConfig& config) {
+  if (config.model_dir.empty()) {
     return absl::InvalidArgumentError("model_dir is empty: set it in the config or pass --model");
   }
   EngineOptions options;
-  options.model_dir = config_.model_dir;
-  options.device = config_.device;
-  options.dtype = config_.dtype;
+  options.model_dir = config.model_dir;
+  options.device = config.device;
+  options.dtype = config.dtype;
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<ModelContext>> model = LoadModelContext(options);
   if (!model.ok()) return model.status();
-  spdlog::info("loaded {} ({} layers, {} heads) in {:.2f} s", config_.model_dir,
+  spdlog::info("loaded {} ({} layers, {} heads) in {:.2f} s", config.model_dir,
                (*model)->config().num_hidden_layers, (*model)->config().num_attention_heads,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return model;
+}
+
+absl::Status AttnScopeServer::LoadModel() {
+  absl::StatusOr<std::unique_ptr<ModelContext>> model = LoadModelFor(config_);
+  if (!model.ok()) return model.status();
   return ServeModel(*std::move(model));
 }
 

@@ -21,6 +21,9 @@ class AttnScopeServer {
 
   // Loads config.model_dir, warms the engine up, then reports SERVING.
   absl::Status LoadModel();
+  // Only the loading part (the command line loads before it binds the port, so that a broken
+  // model never opens one). Errors name the file.
+  static absl::StatusOr<std::unique_ptr<ModelContext>> LoadModelFor(const ServerConfig& config);
   // Same with an already loaded model (tests).
   absl::Status ServeModel(std::unique_ptr<ModelContext> model);
 

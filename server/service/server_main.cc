@@ -1,8 +1,13 @@
 // attnscope-server --config config/server.yaml [--model DIR] [--listen ADDR]
-// Exits 0 after a SIGTERM/SIGINT drain, 1 when the config or the model cannot be loaded.
+// Loads the model, then binds the port and prints "attnscope-server listening on port N" on
+// stdout (the only line on stdout; the log goes to stderr), warms up (health NOT_SERVING),
+// then serves (SERVING). Exits 0 after a SIGTERM/SIGINT drain, 1 when the config or the model
+// cannot be loaded (before any port is opened) or the port cannot be bound.
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -66,6 +71,9 @@ int main(int argc, char** argv) {
     std::cerr << "attnscope-server: " << valid.message() << "\n";
     return 1;
   }
+  // stdout carries only the port line that scripts parse; the log (errors included) goes to
+  // stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("attnscope-server"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
   // Signals are taken by one thread with sigwait; every other thread inherits the block.
@@ -75,34 +83,45 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<attnscope::service::AttnScopeServer>> server =
-      attnscope::service::AttnScopeServer::Start(config);
-  if (!server.ok()) {
-    spdlog::error("cannot start: {}", std::string(server.status().message()));
-    return 1;
-  }
-  // Printed for scripts and tests that start the server on port 0.
-  std::cout << "attnscope-server listening on port " << (*server)->port() << std::endl;
-
+  // Load first, then listen: a missing or corrupt model never opens the port (the error,
+  // naming the file, is on stderr). Loading runs beside sigwait so that a signal stops it.
+  std::unique_ptr<attnscope::service::AttnScopeServer> server;
+  std::atomic<bool> serving{false};
   std::thread loader([&] {
-    absl::Status loaded = (*server)->LoadModel();
-    if (!loaded.ok()) {
-      spdlog::error("cannot load the model: {}", std::string(loaded.message()));
+    absl::StatusOr<std::unique_ptr<attnscope::service::ModelContext>> model =
+        attnscope::service::AttnScopeServer::LoadModelFor(config);
+    if (!model.ok()) {
+      spdlog::error("cannot load the model: {}", std::string(model.status().message()));
       std::_Exit(1);  // no partial start: nothing was served
     }
+    absl::StatusOr<std::unique_ptr<attnscope::service::AttnScopeServer>> started =
+        attnscope::service::AttnScopeServer::Start(config);
+    if (!started.ok()) {
+      spdlog::error("cannot start: {}", std::string(started.status().message()));
+      std::_Exit(1);
+    }
+    server = *std::move(started);
+    // Printed for scripts and tests that start the server on port 0.
+    std::cout << "attnscope-server listening on port " << server->port() << std::endl;
+    absl::Status ready = server->ServeModel(*std::move(model));
+    if (!ready.ok()) {
+      spdlog::error("cannot serve the model: {}", std::string(ready.message()));
+      std::_Exit(1);
+    }
+    serving.store(true);
     spdlog::info("serving {}", config.model_dir);
   });
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   spdlog::info("received {}, draining", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
-  if (!(*server)->service().model_ready()) {
-    // Still loading: nothing was served, so there is nothing to drain.
-    spdlog::info("stopped while loading the model");
+  if (!serving.load()) {
+    // Still loading or warming up: nothing was served, so there is nothing to drain.
+    spdlog::info("stopped before serving");
     std::_Exit(0);
   }
   loader.join();
-  (*server)->Drain();
-  server->reset();
+  server->Drain();
+  server.reset();
   return 0;
 }

@@ -196,13 +196,11 @@ def test_truncated_shard_fails_clearly(tiny_model, tmp_path, keep_bytes):
     print(f"\ntruncated shard ({keep_bytes} bytes kept): exit {result.returncode}; "
           f"stderr: {result.stderr.strip()[-400:]}")
     assert result.returncode != 0, "the server started on a corrupt model"
-    output = result.stdout + result.stderr  # see the xfail below: the log goes to stdout
+    output = result.stdout + result.stderr
     assert "model.safetensors" in output, f"the error does not name the file: {output}"
     assert "listening on port" not in output or "cannot load the model" in output, output
 
 
-@pytest.mark.xfail(strict=True, reason="spdlog's default logger writes to stdout, so the load "
-                   "error of server_main.cc does not reach stderr")
 def test_truncated_shard_error_is_on_stderr(tiny_model, tmp_path):
     model = corrupt_model(tiny_model, tmp_path / "model", -1000)
     config = tmp_path / "server.yaml"
@@ -213,8 +211,6 @@ def test_truncated_shard_error_is_on_stderr(tiny_model, tmp_path):
     assert "model.safetensors" in result.stderr, f"stderr does not name the file: {result.stderr!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="attnscope-server binds its port (and prints it) before "
-                   "loading the model (server_main.cc: Start, then LoadModel in a thread)")
 def test_truncated_shard_opens_no_port(tiny_model, tmp_path):
     model = corrupt_model(tiny_model, tmp_path / "model", -1000)
     config = tmp_path / "server.yaml"
