@@ -6,6 +6,7 @@
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -64,7 +65,10 @@ absl::StatusOr<std::unique_ptr<AttnScopeServer>> AttnScopeServer::Start(
   builder.RegisterService(server->service_.get());
   // Requests carry prompts (a 1 MB text, 100k ids); replies are chunked below this anyway.
   builder.SetMaxReceiveMessageSize(16 << 20);
-  builder.SetMaxSendMessageSize(static_cast<int>(config.streaming.max_message_bytes + (1 << 20)));
+  // Stream messages are chunked below max_message_bytes (+ 1 MiB of header room); unary
+  // replies are checked against limits.max_reply_bytes before they are sent.
+  builder.SetMaxSendMessageSize(static_cast<int>(std::max<uint64_t>(
+      config.streaming.max_message_bytes + (1 << 20), config.limits.max_reply_bytes)));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(

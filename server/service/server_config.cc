@@ -102,6 +102,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(limits.Read("max_total_tokens", &config.limits.max_total_tokens));
   RETURN_IF_ERROR_CFG(limits.Read("max_capture_bytes", &config.limits.max_capture_bytes));
   RETURN_IF_ERROR_CFG(limits.Read("default_max_new_tokens", &config.limits.default_max_new_tokens));
+  RETURN_IF_ERROR_CFG(limits.Read("max_reply_bytes", &config.limits.max_reply_bytes));
   RETURN_IF_ERROR_CFG(limits.CheckUnknownKeys());
 
   Section streaming(top.Child("streaming"), "streaming", source);
@@ -165,6 +166,11 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return OutOfRange(
         "limits.default_max_new_tokens", absl::StrCat(l.default_max_new_tokens),
         absl::StrCat("must be in [0, limits.max_new_tokens = ", l.max_new_tokens, "]"));
+  }
+  // gRPC's message size limits are ints.
+  if (l.max_reply_bytes < 4096 || l.max_reply_bytes > 2147483647ull) {
+    return OutOfRange("limits.max_reply_bytes", absl::StrCat(l.max_reply_bytes),
+                      "must be in [4096, 2147483647]");
   }
   const StreamingOptions& s = c.streaming;
   // One row of one head must fit a message (chunks split by rows, then heads, never keys).

@@ -15,6 +15,9 @@ struct ServerLimits {
   int max_total_tokens = 4096;
   uint64_t max_capture_bytes = 4ull << 30;  // worst-case layers x heads x T x T x dtype bytes
   int default_max_new_tokens = 32;          // when a request leaves max_new_tokens at 0
+  // Largest unary reply (an AnalyzeHeads report with term submatrices grows with prompt
+  // length x layers x heads); a bigger one is refused with RESOURCE_EXHAUSTED naming this key.
+  uint64_t max_reply_bytes = 64ull << 20;
 };
 
 struct StreamingOptions {

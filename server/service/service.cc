@@ -599,11 +599,11 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   ModelContext* model = model_.get();
   const auto deadline = context->deadline();
   auto state = reactor->state();
-  absl::Status submitted =
-      worker_->Submit([state, record, model, deadline, response, prompt_ids = prompt.ids,
-                       probe = spec.has_induction_probe(), params = *std::move(params),
-                       capture = *std::move(capture), input = std::move(input),
-                       options = std::move(options)]() mutable {
+  absl::Status submitted = worker_->Submit(
+      [state, record, model, deadline, response, prompt_ids = prompt.ids,
+       max_reply_bytes = config_.limits.max_reply_bytes, probe = spec.has_induction_probe(),
+       params = *std::move(params), capture = *std::move(capture), input = std::move(input),
+       options = std::move(options)]() mutable {
         record->queue_seconds = SecondsSince(record->admission.arrival);
         if (state->cancelled->load()) return;
         const Tokenizer* tokenizer = model->tokenizer();
@@ -670,6 +670,18 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         reply.set_stop_reason(result->stop_reason);
         FillTimings(*result, record->queue_seconds, record->admission.arrival,
                     reply.mutable_timings());
+        const uint64_t reply_bytes = reply.ByteSizeLong();
+        if (reply_bytes > max_reply_bytes) {
+          UnaryCall::FinishOnce(
+              state,
+              ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+                  "the AnalyzeHeads reply is ", reply_bytes,
+                  " bytes, over the server limit limits.max_reply_bytes = ", max_reply_bytes,
+                  "; ask for fewer analysis.layers / analysis.heads or no "
+                  "include_term_submatrix"))),
+              nullptr);
+          return;
+        }
         UnaryCall::FinishOnce(state, grpc::Status::OK, [&] { *response = std::move(reply); });
       });
   if (!submitted.ok()) reactor->FinishOnce(ToGrpcStatus(submitted), nullptr);

@@ -620,6 +620,37 @@ TEST_F(TinyServerTest, AnalyzeHeadsClientGoneMidAnalysisLeavesTheServerServing) 
   EXPECT_EQ(response.prompt_length(), 2);
 }
 
+TEST_F(TinyServerTest, LargeAnalyzeHeadsReplyIsServedUpToMaxReplyBytes) {
+  // Term submatrices of every head over a 1300-token word: a reply of several MB (it used to
+  // fail in the transport: "Sent message larger than max (... vs. 2097152)").
+  v1::AnalyzeRequest request;
+  request.set_text(std::string(1300, 'x'));
+  request.mutable_generation()->set_max_new_tokens(4);
+  request.mutable_generation()->set_ignore_eos(true);
+  request.mutable_analysis()->add_terms("x");
+  request.mutable_analysis()->set_include_term_submatrix(true);
+  auto stub = server_->Stub();
+  grpc::ClientContext context;
+  v1::AnalyzeResponse response;
+  grpc::Status status = stub->AnalyzeHeads(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GT(response.ByteSizeLong(), 3u << 20);
+  EXPECT_FALSE(nlohmann::json::parse(response.report_json()).is_discarded());
+
+  // The same reply from a server whose limit is below it: a clear status naming the key.
+  service::ServerConfig config = TestConfig(*model_dir_);
+  config.warmup = false;
+  config.limits.max_reply_bytes = 1 << 20;
+  std::unique_ptr<TestServer> small = TestServer::Start(config);
+  ASSERT_NE(small, nullptr);
+  auto small_stub = small->Stub();
+  grpc::ClientContext small_context;
+  status = small_stub->AnalyzeHeads(&small_context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("limits.max_reply_bytes = 1048576"), std::string::npos)
+      << status.error_message();
+}
+
 TEST_F(TinyServerTest, QueueFullIsResourceExhaustedAtOnce) {
   auto stub = server_->Stub();
   const service::EngineWorker& worker = server_->server().service().worker();

@@ -34,6 +34,9 @@ TEST(ServerConfigTest, ShippedConfigParsesToTheDefaults) {
   const ServerConfig defaults;
   EXPECT_EQ(shipped->listen, defaults.listen);
   EXPECT_EQ(shipped->queue_length, defaults.queue_length);
+  EXPECT_EQ(shipped->concurrent_generations, defaults.concurrent_generations);
+  EXPECT_EQ(shipped->limits.max_reply_bytes, defaults.limits.max_reply_bytes);
+  EXPECT_EQ(defaults.limits.max_reply_bytes, 64u << 20);
   EXPECT_EQ(shipped->limits.max_capture_bytes, defaults.limits.max_capture_bytes);
   EXPECT_EQ(shipped->limits.max_total_tokens, defaults.limits.max_total_tokens);
   EXPECT_EQ(shipped->streaming.stream_queue_bytes, defaults.streaming.stream_queue_bytes);
