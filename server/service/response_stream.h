@@ -5,7 +5,9 @@
 // with ABORTED when no write has completed for the stall timeout.
 //
 // A stalled reader is cut off: the stream closes with ABORTED (the server's log line says
-// why) and the RPC is cancelled server-side, freeing it at once; the client sees CANCELLED.
+// why) and the RPC is cancelled server-side, freeing it at once; the client sees CANCELLED,
+// because with a write pending gRPC's callback API cannot send a status any more (only an
+// HTTP/2 reset reaches a client that does not read). config/server.yaml documents this.
 //
 // The reactor's operations are passed as functions so the queue is testable without gRPC.
 #pragma once
