@@ -71,6 +71,7 @@ absl::StatusOr<GenerationFlags> ParseGenerationFlags(Flags& flags) {
   params.seed = static_cast<uint64_t>(flags.GetInt("seed", 0));
   params.repetition_penalty = static_cast<float>(flags.GetDouble("repetition-penalty", 1.0));
   params.save_logits = flags.Has("save-logits");
+  params.ignore_eos = flags.Has("ignore-eos");
   for (absl::string_view stop : absl::StrSplit(flags.Get("stop"), ',', absl::SkipEmpty())) {
     params.stop_strings.emplace_back(stop);
   }

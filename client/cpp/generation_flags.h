@@ -12,7 +12,7 @@
 namespace attnscope::cli {
 
 // Flags that take no value.
-inline const std::vector<std::string> kGenerationSwitches = {"greedy", "save-logits", "no-special", "tls",
+inline const std::vector<std::string> kGenerationSwitches = {"greedy", "save-logits", "no-special", "tls", "ignore-eos",
                                                              "json", "quiet", "no-generation-prompt"};
 
 struct GenerationFlags {

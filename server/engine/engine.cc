@@ -214,7 +214,7 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
       if (auto status = observer->OnToken(token, position); !status.ok()) return status;
 
       bool stop = step + 1 == params.max_new_tokens;
-      if (std::find(eos_ids.begin(), eos_ids.end(), token) != eos_ids.end()) {
+      if (!params.ignore_eos && std::find(eos_ids.begin(), eos_ids.end(), token) != eos_ids.end()) {
         stop_reason = "eos";
         stop = true;
       } else if (!params.stop_strings.empty() && params.decode) {

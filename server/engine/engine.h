@@ -36,6 +36,7 @@ struct GenerationParams {
   float repetition_penalty = 1.0f;  // 1: off; HF semantics (divide positive logits)
   uint64_t seed = 0;
   std::vector<int64_t> eos_token_ids;  // empty: the model's generation_config eos ids
+  bool ignore_eos = false;             // true: run max_new_tokens whatever is sampled
   // Stop once the decoded continuation contains one of these; needs `decode`.
   std::vector<std::string> stop_strings;
   std::function<std::string(const std::vector<int64_t>&)> decode;

@@ -74,8 +74,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerationPa
     params.eos_token_ids.push_back(id);
   }
   if (p.ignore_eos()) {
-    // The engine stops only on the ids of an explicit list; -1 is never sampled.
-    params.eos_token_ids = {-1};
+    params.ignore_eos = true;
   }
   for (int i = 0; i < p.stop_strings_size(); ++i) {
     if (p.stop_strings(i).empty()) {

@@ -158,11 +158,11 @@ def test_sigterm_under_load_drains_and_exits_zero(start_server, tmp_path):
 def test_cli_capture_killed_leaves_no_output_file(start_server, tmp_path):
     server = start_server({"streaming": {"stall_timeout_seconds": 60}})
     out_file = tmp_path / "killed.safetensors"
-    # A 1100-token prompt: ~80 MB of prefill attention, a few seconds of streaming. (The CLI
-    # has no flag to ignore end-of-sequence, and the tiny model reaches it within ~200 tokens.)
+    # A 1100-token prompt and 800 generated tokens (end-of-sequence ignored): hundreds of MB of
+    # attention and several seconds of streaming, so the kill lands mid-stream.
     cli = subprocess.Popen([harness.cli_binary(), "capture", "--server", server.address,
                             "--ids", ",".join(str((i * 7) % 256) for i in range(1100)),
-                            "--max-new-tokens", "1", "--out", str(out_file)],
+                            "--max-new-tokens", "800", "--ignore-eos", "--out", str(out_file)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # The progress line appears once a capture has run for a second: data is flowing.
     progress = ""

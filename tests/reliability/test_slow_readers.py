@@ -163,12 +163,14 @@ def test_stalled_reader_is_cut_off_after_stall_timeout(start_server):
         assert first.WhichOneof("event") == "header"
         started = time.monotonic()
         time.sleep(0.5)
-        # The model is busy with the stalled stream; a normal request queues behind it and
-        # must complete once the stall timeout cuts the stalled stream off.
+        # The stalled stream holds one engine thread; a normal request is served by another
+        # (and in any case once the stall timeout cuts the stalled stream off).
         normal = normal_latencies(server.address, 1)[0]
         freed_after = time.monotonic() - started
         assert freed_after <= STALL_TIMEOUT_S + 4.0, \
             f"the model stayed busy {freed_after:.1f} s behind a stalled reader (stall timeout {STALL_TIMEOUT_S} s)"
+        # Stay silent past the stall timeout, so the server must cut this stream off.
+        time.sleep(max(0.0, STALL_TIMEOUT_S + 1.5 - (time.monotonic() - started)))
 
         # Reading again now drains what was buffered and then ends with the documented status.
         code, details = "OK", ""

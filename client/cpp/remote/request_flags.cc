@@ -99,6 +99,7 @@ absl::Status FillInputAndGeneration(cli::Flags& flags, Request* request) {
         "--greedy conflicts with --temperature/--top-p/--top-k (those mean sampling)");
   }
   params->set_sample(sampling);
+  params->set_ignore_eos(flags.Has("ignore-eos"));
   // Only flags the user gave are sent; absent ones stay 0, the wire's "default".
   if (flags.Has("temperature")) {
     params->set_temperature(static_cast<float>(flags.GetDouble("temperature", 1.0)));
