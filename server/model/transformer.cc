@@ -93,8 +93,9 @@ class CheckpointTensors {
           }
         }
         by_name_[info.name] = {opened->get(), &info};
+        owner_[info.name] = files_.size();  // index of the file about to be pushed
       }
-      files_.push_back(std::move(*opened));
+      files_.push_back(std::shared_ptr<SafetensorsFile>(std::move(*opened)));
     }
     for (const auto& [name, file] : weight_map) {
       if (!by_name_.count(name)) {
@@ -126,9 +127,18 @@ class CheckpointTensors {
       return absl::InvalidArgumentError(
           absl::StrCat(file->path(), ": tensor '", name, "': ", file_dtype.status().message()));
     }
-    // from_blob views the read-only mapping; the copy below is the only one, made straight
-    // into the run dtype on the target device.
-    at::Tensor view = at::from_blob(const_cast<uint8_t*>(file->Data(*info)), info->shape,
+    const uint8_t* data = file->Data(*info);
+    const bool aligned = reinterpret_cast<uintptr_t>(data) % TensorDTypeSize(info->dtype) == 0;
+    if (device.is_cpu() && *file_dtype == dtype && aligned) {
+      // Zero copy: the weight is the read-only mapping itself (never written), kept alive by
+      // the tensor, so resident memory is the file's pages once, not the file plus a copy.
+      std::shared_ptr<SafetensorsFile> keep_mapped = files_[owner_.at(name)];
+      return at::from_blob(const_cast<uint8_t*>(data), info->shape,
+                           [keep_mapped](void*) {}, at::TensorOptions().dtype(*file_dtype));
+    }
+    // Otherwise from_blob views the mapping and the one copy is made straight into the run
+    // dtype on the target device.
+    at::Tensor view = at::from_blob(const_cast<uint8_t*>(data), info->shape,
                                     at::TensorOptions().dtype(*file_dtype));
     return view.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
   }
@@ -145,8 +155,9 @@ class CheckpointTensors {
   }
 
  private:
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, std::pair<SafetensorsFile*, const TensorInfo*>> by_name_;
+  std::map<std::string, size_t> owner_;  // tensor name -> index into files_
   std::set<std::string> taken_;
 };
 

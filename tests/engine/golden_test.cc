@@ -121,6 +121,25 @@ TEST_P(GoldenTest, PromptLogitsMatch) {
   EXPECT_LT(MaxAbsDiff(*logits, Load("prompt_logits.npy").values), kTolerance);
 }
 
+TEST_P(GoldenTest, Bfloat16RunConvertsWeightsAndStaysClose) {
+  // F32 file -> bf16 run dtype: the copy-and-convert path of the loader (float32 runs use the
+  // mapping itself). bf16 keeps 8 bits of mantissa, so only closeness is expected.
+  EngineOptions options;
+  options.model_dir = dir_ + "/model";
+  options.dtype = "bfloat16";
+  auto engine = Engine::Load(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto logits = (*engine)->Forward(Load("prompt_ids.npy").AsInt64(), CaptureSpec(), nullptr);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  const auto expected = Load("prompt_logits.npy").values;
+  double scale = 0;
+  for (double value : expected) scale = std::max(scale, std::abs(value));
+  const double worst = MaxAbsDiff(*logits, expected);
+  std::printf("bf16 max |logit diff| %.4f of max |logit| %.4f\n", worst, scale);
+  EXPECT_LT(worst, 0.05 * scale);
+  EXPECT_GT(worst, 0.0) << "a bf16 run identical to fp32 means no conversion happened";
+}
+
 TEST(LayerPlacementTest, ConsecutiveNearEqualRuns) {
   EXPECT_TRUE(AssignLayerDevices(28, {}).empty());
   const auto two = AssignLayerDevices(28, {"cuda:0", "cuda:1"});

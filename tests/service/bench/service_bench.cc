@@ -207,6 +207,13 @@ int main(int argc, char** argv) {
   std::printf("  remote capture                  %10.2f s\n", remote_seconds);
   std::printf("  ratio remote / local            %10.3f  (goal <= 1.3)\n",
               remote_seconds / local_seconds);
+  // Machine-readable lines for scripts/bench.sh: figure, value, baseline, ratio.
+  std::printf("BENCH\tcapture --server MB/s vs raw TCP loopback (goal >= 0.5)\t%.1f\t%.1f\t%.3f\n",
+              streamed / 1e6, raw / 1e6, streamed / raw);
+  std::printf("BENCH\tstream time s vs server generation time\t%.2f\t%.2f\t%.3f\n",
+              summary.stream_seconds, generation, summary.stream_seconds / generation);
+  std::printf("BENCH\tcapture time s, remote vs local (goal <= 1.3)\t%.2f\t%.2f\t%.3f\n",
+              remote_seconds, local_seconds, remote_seconds / local_seconds);
   server->reset();
   std::filesystem::remove_all(dir);
   return 0;
