@@ -223,7 +223,8 @@ int RunAnalyze(const std::vector<std::string>& args) {
 #ifdef ATTNSCOPE_WITH_GRPC
     return remote::RunRemoteAnalyze(flags);
 #else
-    return Fail(kCommand, "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
+    return Fail(kCommand,
+                "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
 #endif
   }
   return AnalyzeWithLocalModel(flags);

@@ -32,7 +32,8 @@ int RunCapture(const std::vector<std::string>& args) {
 #ifdef ATTNSCOPE_WITH_GRPC
     return remote::RunRemoteCapture(flags);
 #else
-    return Fail("capture", "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
+    return Fail("capture",
+                "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
 #endif
   }
   auto generation = ParseGenerationFlags(flags);
@@ -50,7 +51,9 @@ int RunCapture(const std::vector<std::string>& args) {
   GenerationParams params = generation->params;
   if (model->tools.tokenizer) {
     const Tokenizer* tokenizer = model->tools.tokenizer.get();
-    params.decode = [tokenizer](const std::vector<int64_t>& ids) { return tokenizer->Decode(ids, true); };
+    params.decode = [tokenizer](const std::vector<int64_t>& ids) {
+      return tokenizer->Decode(ids, true);
+    };
   }
   CaptureFileObserver observer(*spec);
   auto result = model->engine->Generate(prompt->ids, params, *spec, &observer);
@@ -63,12 +66,13 @@ int RunCapture(const std::vector<std::string>& args) {
   if (model->tools.tokenizer) {
     metadata.tokens = TokenStrings(result->token_ids, model->tools);
     metadata.generated_text = model->tools.tokenizer->Decode(
-        std::vector<int64_t>(result->token_ids.begin() + result->prompt_length, result->token_ids.end()),
+        std::vector<int64_t>(result->token_ids.begin() + result->prompt_length,
+                             result->token_ids.end()),
         true);
   }
-  auto written = observer.assembler().Write(out, result->token_ids, metadata,
-                                            params.save_logits ? &result->logits : nullptr,
-                                            config.vocab_size);
+  auto written =
+      observer.assembler().Write(out, result->token_ids, metadata,
+                                 params.save_logits ? &result->logits : nullptr, config.vocab_size);
   if (!written.ok()) return Fail("capture", std::string(written.message()));
   if (!quiet) {
     const int total = static_cast<int>(result->token_ids.size());
@@ -78,7 +82,8 @@ int RunCapture(const std::vector<std::string>& args) {
         out, total, result->prompt_length, total - result->prompt_length, result->stop_reason,
         spec->layers.size(), spec->heads.size(), CaptureDTypeName(spec->dtype),
         result->prefill_seconds, result->decode_seconds);
-    if (!metadata.generated_text.empty()) std::cout << "generated: " << metadata.generated_text << "\n";
+    if (!metadata.generated_text.empty())
+      std::cout << "generated: " << metadata.generated_text << "\n";
   }
   return 0;
 }

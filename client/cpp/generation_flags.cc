@@ -22,9 +22,11 @@ absl::StatusOr<std::vector<ChatMessage>> ReadMessages(const std::string& path) {
     if (json.is_object() && json.contains("messages")) json = json["messages"];
     std::vector<ChatMessage> messages;
     for (const auto& item : json) {
-      messages.push_back({item.at("role").get<std::string>(), item.at("content").get<std::string>()});
+      messages.push_back(
+          {item.at("role").get<std::string>(), item.at("content").get<std::string>()});
     }
-    if (messages.empty()) return absl::InvalidArgumentError(absl::StrCat("--chat: ", path, " has no messages"));
+    if (messages.empty())
+      return absl::InvalidArgumentError(absl::StrCat("--chat: ", path, " has no messages"));
     return messages;
   } catch (const nlohmann::json::exception& error) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -43,7 +45,8 @@ absl::StatusOr<GenerationFlags> ParseGenerationFlags(Flags& flags) {
     for (absl::string_view part : absl::StrSplit(flags.Get("ids"), ',', absl::SkipEmpty())) {
       int64_t id = 0;
       if (!absl::SimpleAtoi(part, &id)) {
-        return absl::InvalidArgumentError(absl::StrCat("--ids: '", std::string(part), "' is not an integer"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--ids: '", std::string(part), "' is not an integer"));
       }
       result.input.ids.push_back(id);
     }
@@ -63,7 +66,8 @@ absl::StatusOr<GenerationFlags> ParseGenerationFlags(Flags& flags) {
   const bool sampling = flags.Has("temperature") || flags.Has("top-p") || flags.Has("top-k");
   params.greedy = flags.Has("greedy") || !sampling;
   if (flags.Has("greedy") && sampling) {
-    return absl::InvalidArgumentError("--greedy cannot be combined with --temperature/--top-p/--top-k");
+    return absl::InvalidArgumentError(
+        "--greedy cannot be combined with --temperature/--top-p/--top-k");
   }
   params.temperature = static_cast<float>(flags.GetDouble("temperature", 1.0));
   params.top_p = static_cast<float>(flags.GetDouble("top-p", 1.0));
@@ -77,7 +81,8 @@ absl::StatusOr<GenerationFlags> ParseGenerationFlags(Flags& flags) {
   }
   if (!flags.error().empty()) return absl::InvalidArgumentError(flags.error());
   if (params.max_new_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--max-new-tokens: ", params.max_new_tokens, " is negative"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-new-tokens: ", params.max_new_tokens, " is negative"));
   }
   result.layers = flags.Get("layers", "all");
   result.heads = flags.Get("heads", "all");
@@ -86,7 +91,8 @@ absl::StatusOr<GenerationFlags> ParseGenerationFlags(Flags& flags) {
   return result;
 }
 
-absl::StatusOr<CaptureSpec> ResolveCaptureSpec(const GenerationFlags& flags, const ModelConfig& config) {
+absl::StatusOr<CaptureSpec> ResolveCaptureSpec(const GenerationFlags& flags,
+                                               const ModelConfig& config) {
   CaptureSpec spec;
   auto layers = ParseIndexList(flags.layers, config.num_hidden_layers, "layers");
   if (!layers.ok()) return layers.status();
@@ -104,7 +110,8 @@ absl::StatusOr<CaptureSpec> ResolveCaptureSpec(const GenerationFlags& flags, con
   } else if (flags.rows == "generated") {
     spec.rows = CaptureRows::kGeneratedOnly;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--rows: '", flags.rows, "' is not all, prompt or generated"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rows: '", flags.rows, "' is not all, prompt or generated"));
   }
   return spec;
 }
@@ -112,10 +119,12 @@ absl::StatusOr<CaptureSpec> ResolveCaptureSpec(const GenerationFlags& flags, con
 absl::StatusOr<LocalModel> LoadLocalModel(Flags& flags) {
   EngineOptions options;
   options.model_dir = flags.Get("model");
-  if (options.model_dir.empty()) return absl::InvalidArgumentError("--model DIR (or --server ADDR) is required");
+  if (options.model_dir.empty())
+    return absl::InvalidArgumentError("--model DIR (or --server ADDR) is required");
   options.device = flags.Get("device", "cpu");
   options.dtype = flags.Get("run-dtype", "float32");
-  for (absl::string_view device : absl::StrSplit(flags.Get("layer-devices"), ',', absl::SkipEmpty())) {
+  for (absl::string_view device :
+       absl::StrSplit(flags.Get("layer-devices"), ',', absl::SkipEmpty())) {
     options.layer_devices.emplace_back(device);
   }
   LocalModel model;

@@ -12,8 +12,9 @@
 namespace attnscope::cli {
 
 // Flags that take no value.
-inline const std::vector<std::string> kGenerationSwitches = {"greedy", "save-logits", "no-special", "tls", "ignore-eos",
-                                                             "json", "quiet", "no-generation-prompt"};
+inline const std::vector<std::string> kGenerationSwitches = {
+    "greedy",     "save-logits", "no-special", "tls",
+    "ignore-eos", "json",        "quiet",      "no-generation-prompt"};
 
 struct GenerationFlags {
   PromptInput input;
@@ -30,7 +31,8 @@ struct GenerationFlags {
 absl::StatusOr<GenerationFlags> ParseGenerationFlags(Flags& flags);
 
 // Resolves --layers/--heads/--dtype/--rows against the model.
-absl::StatusOr<CaptureSpec> ResolveCaptureSpec(const GenerationFlags& flags, const ModelConfig& config);
+absl::StatusOr<CaptureSpec> ResolveCaptureSpec(const GenerationFlags& flags,
+                                               const ModelConfig& config);
 
 // Loads the engine (--model, --device, --run-dtype) and the folder's tokenizer/template.
 struct LocalModel {

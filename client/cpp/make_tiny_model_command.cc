@@ -10,14 +10,17 @@ namespace {
 
 int RunMakeTinyModel(const std::vector<std::string>& args) {
   Flags flags(args, {"no-tokenizer"});
-  if (flags.positionals().size() != 1) return Fail("make-tiny-model", "usage: attnscope make-tiny-model DIR [--seed S]");
+  if (flags.positionals().size() != 1)
+    return Fail("make-tiny-model", "usage: attnscope make-tiny-model DIR [--seed S]");
   uint64_t seed = 0;
   if (flags.Has("seed") && !absl::SimpleAtoi(flags.Get("seed"), &seed)) {
-    return Fail("make-tiny-model", "--seed must be a non-negative integer, got '" + flags.Get("seed") + "'");
+    return Fail("make-tiny-model",
+                "--seed must be a non-negative integer, got '" + flags.Get("seed") + "'");
   }
   TinyModelShape shape;
   shape.with_tokenizer = !flags.Has("no-tokenizer");
-  for (const auto& unknown : flags.Unread()) return Fail("make-tiny-model", "unknown flag " + unknown);
+  for (const auto& unknown : flags.Unread())
+    return Fail("make-tiny-model", "unknown flag " + unknown);
   const std::string dir = flags.positionals()[0];
   if (auto status = WriteTinyModel(dir, seed, shape); !status.ok()) {
     return Fail("make-tiny-model", std::string(status.message()));

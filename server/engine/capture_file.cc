@@ -69,18 +69,18 @@ absl::Status CaptureAssembler::AddBytes(int layer, int first_row, int num_rows, 
     return absl::InvalidArgumentError(absl::StrCat("chunk layer ", layer, " was not captured"));
   }
   if (first_row < 0 || num_rows <= 0 || key_length <= 0 || key_length > first_row + num_rows) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk rows [", first_row, ", ", first_row + num_rows,
-                                                   ") with key_length ", key_length,
-                                                   " are not a causal slice"));
+    return absl::InvalidArgumentError(absl::StrCat("chunk rows [", first_row, ", ",
+                                                   first_row + num_rows, ") with key_length ",
+                                                   key_length, " are not a causal slice"));
   }
   const size_t heads = spec_.heads.size();
   const size_t element = CaptureDTypeSize(spec_.dtype);
   const size_t row_bytes = static_cast<size_t>(key_length) * element;
   if (size_bytes != heads * num_rows * row_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk of layer ", layer, " has ", size_bytes,
-                                                   " bytes, expected ", heads * num_rows * row_bytes,
-                                                   " for ", heads, " heads x ", num_rows, " rows x ",
-                                                   key_length, " keys"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk of layer ", layer, " has ", size_bytes, " bytes, expected ",
+                     heads * num_rows * row_bytes, " for ", heads, " heads x ", num_rows,
+                     " rows x ", key_length, " keys"));
   }
   const char* bytes = static_cast<const char*>(data);
   for (int r = 0; r < num_rows; ++r) {
@@ -88,8 +88,8 @@ absl::Status CaptureAssembler::AddBytes(int layer, int first_row, int num_rows, 
     row.key_length = key_length;
     row.bytes.resize(heads * row_bytes);
     for (size_t h = 0; h < heads; ++h) {
-      std::memcpy(row.bytes.data() + h * row_bytes,
-                  bytes + (h * num_rows + r) * row_bytes, row_bytes);
+      std::memcpy(row.bytes.data() + h * row_bytes, bytes + (h * num_rows + r) * row_bytes,
+                  row_bytes);
     }
   }
   return absl::OkStatus();
@@ -133,20 +133,27 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
   const int total = static_cast<int>(token_ids.size());
   std::vector<std::string> layer_bytes;
   std::vector<TensorToWrite> tensors;
-  tensors.push_back({"token_ids", TensorDType::kI64, {total}, token_ids.data(),
+  tensors.push_back({"token_ids",
+                     TensorDType::kI64,
+                     {total},
+                     token_ids.data(),
                      token_ids.size() * sizeof(int64_t)});
   auto dtype = ParseTensorDType(CaptureDTypeSafetensorsName(spec_.dtype));
   layer_bytes.reserve(spec_.layers.size());
   for (int layer : spec_.layers) {
     layer_bytes.push_back(LayerBytes(layer, total));
-    tensors.push_back({absl::StrCat("attention.", layer), *dtype,
+    tensors.push_back({absl::StrCat("attention.", layer),
+                       *dtype,
                        {static_cast<int64_t>(spec_.heads.size()), total, total},
-                       layer_bytes.back().data(), layer_bytes.back().size()});
+                       layer_bytes.back().data(),
+                       layer_bytes.back().size()});
   }
   if (logits != nullptr && !logits->empty()) {
-    tensors.push_back({"logits", TensorDType::kF32,
+    tensors.push_back({"logits",
+                       TensorDType::kF32,
                        {static_cast<int64_t>(logits->size() / vocab_size), vocab_size},
-                       logits->data(), logits->size() * sizeof(float)});
+                       logits->data(),
+                       logits->size() * sizeof(float)});
   }
   std::map<std::string, std::string> meta;
   meta["format"] = "attnscope.capture.v1";
@@ -157,8 +164,8 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
   meta["model"] = metadata.model;
   meta["stop_reason"] = metadata.stop_reason;
   if (!metadata.tokens.empty()) {
-    meta["tokens"] = nlohmann::json(metadata.tokens).dump(-1, ' ', false,
-                                                          nlohmann::json::error_handler_t::replace);
+    meta["tokens"] = nlohmann::json(metadata.tokens)
+                         .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     meta["generated_text"] = metadata.generated_text;
   }
   return WriteSafetensors(path, tensors, meta);
@@ -174,8 +181,8 @@ absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
     return it == contents.metadata.end() ? std::string() : it->second;
   };
   if (meta("format") != "attnscope.capture.v1") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": __metadata__ format is '", meta("format"), "', not attnscope.capture.v1"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ format is '",
+                                                   meta("format"), "', not attnscope.capture.v1"));
   }
   try {
     contents.layers = nlohmann::json::parse(meta("layers")).get<std::vector<int>>();
@@ -197,10 +204,12 @@ absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
   for (int layer : contents.layers) {
     const std::string name = absl::StrCat("attention.", layer);
     const TensorInfo* info = (*file)->Find(name);
-    const std::vector<int64_t> expected = {static_cast<int64_t>(contents.heads.size()), total, total};
+    const std::vector<int64_t> expected = {static_cast<int64_t>(contents.heads.size()), total,
+                                           total};
     if (info == nullptr || info->shape != expected) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' missing or not [",
-                                                     contents.heads.size(), ",", total, ",", total, "]"));
+                                                     contents.heads.size(), ",", total, ",", total,
+                                                     "]"));
     }
     contents.attention[layer] = ToFloats((*file)->Data(*info), info->numel(), info->dtype);
   }

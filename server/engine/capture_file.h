@@ -1,7 +1,7 @@
 // The capture file (format "attnscope.capture.v1"): a safetensors file holding
 //   token_ids          I64 [T]            prompt then generated ids
-//   attention.<layer>  F32|F16|BF16 [H_sel, T, T]  query rows by key columns, zeros above the diagonal
-//   logits             F32 [T, vocab]      only with --save-logits
+//   attention.<layer>  F32|F16|BF16 [H_sel, T, T]  query rows by key columns, zeros above the
+//   diagonal logits             F32 [T, vocab]      only with --save-logits
 // and __metadata__: format, prompt_length, layers, heads (JSON lists), tokens (JSON list, when a
 // tokenizer exists), model, dtype, stop_reason, generated_text (when a tokenizer exists).
 //
@@ -27,7 +27,7 @@ struct CaptureMetadata {
   std::vector<std::string> tokens;  // display strings; empty without a tokenizer
   std::string model;                // folder name + config hash
   std::string stop_reason;
-  std::string generated_text;       // empty without a tokenizer
+  std::string generated_text;  // empty without a tokenizer
 };
 
 class CaptureAssembler {
@@ -40,8 +40,8 @@ class CaptureAssembler {
   // Places raw little-endian values in spec().dtype, layout [heads.size(), num_rows,
   // key_length], at query rows [first_row, first_row + num_rows). Errors (unknown layer,
   // bad sizes, key_length > first_row + num_rows) name the offending field.
-  absl::Status AddBytes(int layer, int first_row, int num_rows, int key_length,
-                        const void* data, size_t size_bytes);
+  absl::Status AddBytes(int layer, int first_row, int num_rows, int key_length, const void* data,
+                        size_t size_bytes);
   // Same from float32 (converted to spec().dtype); for engine blocks.
   absl::Status AddFloats(const AttentionBlock& block);
 

@@ -21,8 +21,9 @@ absl::StatusOr<std::vector<int>> ResolveIndices(const std::vector<int>& indices,
   for (int index : indices) {
     const int64_t value = index < 0 ? static_cast<int64_t>(count) + index : index;
     if (value < 0 || value >= count) {
-      return absl::OutOfRangeError(absl::StrCat(what, ": index ", index, " is out of range; the model has ",
-                                                count, " ", what, " (valid: ", -count, "..", count - 1, ")"));
+      return absl::OutOfRangeError(absl::StrCat(what, ": index ", index,
+                                                " is out of range; the model has ", count, " ",
+                                                what, " (valid: ", -count, "..", count - 1, ")"));
     }
     resolved.push_back(static_cast<int>(value));
   }
@@ -57,18 +58,24 @@ absl::StatusOr<CaptureDType> ParseCaptureDType(const std::string& name) {
 
 const char* CaptureDTypeName(CaptureDType dtype) {
   switch (dtype) {
-    case CaptureDType::kFloat32: return "float32";
-    case CaptureDType::kFloat16: return "float16";
-    case CaptureDType::kBFloat16: return "bfloat16";
+    case CaptureDType::kFloat32:
+      return "float32";
+    case CaptureDType::kFloat16:
+      return "float16";
+    case CaptureDType::kBFloat16:
+      return "bfloat16";
   }
   return "?";
 }
 
 const char* CaptureDTypeSafetensorsName(CaptureDType dtype) {
   switch (dtype) {
-    case CaptureDType::kFloat32: return "F32";
-    case CaptureDType::kFloat16: return "F16";
-    case CaptureDType::kBFloat16: return "BF16";
+    case CaptureDType::kFloat32:
+      return "F32";
+    case CaptureDType::kFloat16:
+      return "F16";
+    case CaptureDType::kBFloat16:
+      return "BF16";
   }
   return "?";
 }
@@ -97,7 +104,8 @@ uint16_t FloatToHalf(float value) {
   const uint32_t sign = (bits >> 16) & 0x8000;
   const int32_t exponent = static_cast<int32_t>((bits >> 23) & 0xFF) - 127 + 15;
   uint32_t mantissa = bits & 0x7FFFFF;
-  if (((bits >> 23) & 0xFF) == 0xFF) return static_cast<uint16_t>(sign | 0x7C00 | (mantissa ? 0x200 : 0));
+  if (((bits >> 23) & 0xFF) == 0xFF)
+    return static_cast<uint16_t>(sign | 0x7C00 | (mantissa ? 0x200 : 0));
   if (exponent >= 31) return static_cast<uint16_t>(sign | 0x7C00);  // overflow -> inf
   if (exponent <= 0) {
     if (exponent < -10) return static_cast<uint16_t>(sign);  // underflow -> signed zero

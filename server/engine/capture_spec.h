@@ -33,7 +33,7 @@ absl::StatusOr<std::vector<int>> ResolveIndices(const std::vector<int>& indices,
                                                 const std::string& what);
 
 absl::StatusOr<CaptureDType> ParseCaptureDType(const std::string& name);
-const char* CaptureDTypeName(CaptureDType dtype);      // "float32", "float16", "bfloat16"
+const char* CaptureDTypeName(CaptureDType dtype);             // "float32", "float16", "bfloat16"
 const char* CaptureDTypeSafetensorsName(CaptureDType dtype);  // "F32", "F16", "BF16"
 size_t CaptureDTypeSize(CaptureDType dtype);
 

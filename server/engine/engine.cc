@@ -86,7 +86,8 @@ absl::Status ValidateCapture(const CaptureSpec& capture, const ModelConfig& conf
 
 }  // namespace
 
-std::vector<std::string> AssignLayerDevices(int num_layers, const std::vector<std::string>& devices) {
+std::vector<std::string> AssignLayerDevices(int num_layers,
+                                            const std::vector<std::string>& devices) {
   std::vector<std::string> assignment;
   if (devices.empty()) return assignment;
   const int64_t parts = static_cast<int64_t>(devices.size());
@@ -112,7 +113,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
           absl::StrCat("device '", options.device, "': this build or machine has no CUDA"));
     }
     if (*dtype != at::kFloat && device.is_cpu() && *dtype == at::kHalf) {
-      return absl::InvalidArgumentError("dtype float16 is not supported on CPU; use float32 or bfloat16");
+      return absl::InvalidArgumentError(
+          "dtype float16 is not supported on CPU; use float32 or bfloat16");
     }
     for (const auto& name : AssignLayerDevices(config->num_hidden_layers, options.layer_devices)) {
       at::Device layer_device(name);
@@ -138,7 +140,8 @@ absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& i
   try {
     Transformer& model = *runner_->model;
     KVCache cache = model.NewCache(static_cast<int>(ids.size()));
-    CaptureRouter router(capture, config_.num_hidden_layers, static_cast<int>(ids.size()), observer);
+    CaptureRouter router(capture, config_.num_hidden_layers, static_cast<int>(ids.size()),
+                         observer);
     auto logits = model.Forward(ids, &cache, router.request());
     if (!logits.ok()) return logits.status();
     at::Tensor host = logits->to(at::kCPU).contiguous();
@@ -218,8 +221,8 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
         stop_reason = "eos";
         stop = true;
       } else if (!params.stop_strings.empty() && params.decode) {
-        const std::string text = params.decode(std::vector<int64_t>(
-            result.token_ids.begin() + prompt_length, result.token_ids.end()));
+        const std::string text = params.decode(
+            std::vector<int64_t>(result.token_ids.begin() + prompt_length, result.token_ids.end()));
         for (const auto& stop_string : params.stop_strings) {
           if (!stop_string.empty() && text.find(stop_string) != std::string::npos) {
             stop_reason = "stop_string";

@@ -20,19 +20,19 @@ namespace attnscope {
 
 // Where and in which precision the model runs.
 struct EngineOptions {
-  std::string model_dir;           // Hugging Face snapshot folder
-  std::string device = "cpu";      // "cpu", "cuda", "cuda:1"
-  std::string dtype = "float32";   // run dtype: float32, bfloat16, float16
+  std::string model_dir;          // Hugging Face snapshot folder
+  std::string device = "cpu";     // "cpu", "cuda", "cuda:1"
+  std::string dtype = "float32";  // run dtype: float32, bfloat16, float16
   // CUDA devices over which consecutive layers are spread; empty means all on `device`.
   std::vector<std::string> layer_devices;
 };
 
 struct GenerationParams {
   int max_new_tokens = 32;
-  bool greedy = true;            // false: sample with the fields below
-  float temperature = 1.0f;      // > 0 when sampling
-  int top_k = 0;                 // 0: off
-  float top_p = 1.0f;            // in (0, 1]
+  bool greedy = true;               // false: sample with the fields below
+  float temperature = 1.0f;         // > 0 when sampling
+  int top_k = 0;                    // 0: off
+  float top_p = 1.0f;               // in (0, 1]
   float repetition_penalty = 1.0f;  // 1: off; HF semantics (divide positive logits)
   uint64_t seed = 0;
   std::vector<int64_t> eos_token_ids;  // empty: the model's generation_config eos ids
@@ -40,7 +40,7 @@ struct GenerationParams {
   // Stop once the decoded continuation contains one of these; needs `decode`.
   std::vector<std::string> stop_strings;
   std::function<std::string(const std::vector<int64_t>&)> decode;
-  bool save_logits = false;      // keep the logits row of every position (file sink)
+  bool save_logits = false;  // keep the logits row of every position (file sink)
 };
 
 // One slice of the [H_sel, T, T] attention tensor of one layer: query rows
@@ -72,17 +72,18 @@ class GenerationObserver {
 };
 
 struct GenerationResult {
-  std::vector<int64_t> token_ids;   // prompt then generated
+  std::vector<int64_t> token_ids;  // prompt then generated
   int prompt_length = 0;
-  std::string stop_reason;          // "eos", "max_new_tokens", "stop_string"
-  std::vector<float> logits;        // [T, vocab] when save_logits, else empty
+  std::string stop_reason;    // "eos", "max_new_tokens", "stop_string"
+  std::vector<float> logits;  // [T, vocab] when save_logits, else empty
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };
 
 // Spreads `num_layers` consecutive layers over `devices` in contiguous, near-equal runs
 // (["cuda:0", "cuda:1"] over 28 layers: 0-13 on cuda:0, 14-27 on cuda:1). Empty devices: {}.
-std::vector<std::string> AssignLayerDevices(int num_layers, const std::vector<std::string>& devices);
+std::vector<std::string> AssignLayerDevices(int num_layers,
+                                            const std::vector<std::string>& devices);
 
 class ModelRunner;  // defined in engine.cc; holds libtorch state
 

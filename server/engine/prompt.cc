@@ -28,7 +28,8 @@ absl::StatusOr<ModelTextTools> LoadModelTextTools(const std::string& model_dir) 
   return tools;
 }
 
-absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const ModelTextTools& tools) {
+absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input,
+                                             const ModelTextTools& tools) {
   PreparedPrompt prompt;
   if (input.kind == PromptInput::Kind::kIds) {
     prompt.ids = input.ids;
@@ -79,7 +80,8 @@ absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const Mod
   return prompt;
 }
 
-std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids, const ModelTextTools& tools) {
+std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids,
+                                      const ModelTextTools& tools) {
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int64_t id : ids) tokens.push_back(tools.tokenizer ? tools.tokenizer->TokenString(id) : "");

@@ -69,7 +69,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
   } catch (const json::exception& error) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", error.what()));
   }
-  if (!config.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not an object"));
+  if (!config.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not an object"));
 
   ModelConfig result;
   result.config_hash = Fnv1a64(config_json);
@@ -79,9 +80,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
   }
   result.model_type = config.value("model_type", "");
   if (result.architecture != "Qwen2ForCausalLM" && result.architecture != "LlamaForCausalLM") {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": unsupported architecture '", result.architecture,
-        "' (supported: Qwen2ForCausalLM, LlamaForCausalLM)"));
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": unsupported architecture '", result.architecture,
+                     "' (supported: Qwen2ForCausalLM, LlamaForCausalLM)"));
   }
   for (auto [key, out] : std::initializer_list<std::pair<const char*, int*>>{
            {"hidden_size", &result.hidden_size},
@@ -101,9 +102,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
     if (auto status = ReadInt(config, key, false, out, source); !status.ok()) return status;
   }
   if (result.num_attention_heads % result.num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": num_attention_heads ", result.num_attention_heads,
-        " is not a multiple of num_key_value_heads ", result.num_key_value_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": num_attention_heads ", result.num_attention_heads,
+                     " is not a multiple of num_key_value_heads ", result.num_key_value_heads));
   }
   if (result.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
@@ -114,9 +115,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
     result.rope_theta = config.value("rope_theta", 10000.0);
     result.tie_word_embeddings = config.value("tie_word_embeddings", false);
     result.torch_dtype = config.value("torch_dtype", "");
-    result.attention_bias = result.architecture == "Qwen2ForCausalLM"
-                                ? true
-                                : config.value("attention_bias", false);
+    result.attention_bias =
+        result.architecture == "Qwen2ForCausalLM" ? true : config.value("attention_bias", false);
     result.mlp_bias = config.value("mlp_bias", false);
     const std::string hidden_act = config.value("hidden_act", "silu");
     if (hidden_act != "silu") {
@@ -130,12 +130,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
     }
     // Qwen2 only applies the sliding window when use_sliding_window is true.
     if (config.value("use_sliding_window", false)) {
-      return absl::UnimplementedError(absl::StrCat(
-          source, ": use_sliding_window is true (sliding_window ",
-          config.value("sliding_window", json()).dump(), "); sliding-window attention is not implemented"));
+      return absl::UnimplementedError(
+          absl::StrCat(source, ": use_sliding_window is true (sliding_window ",
+                       config.value("sliding_window", json()).dump(),
+                       "); sliding-window attention is not implemented"));
     }
     if (result.architecture == "LlamaForCausalLM" && config.value("pretraining_tp", 1) != 1) {
-      return absl::UnimplementedError(absl::StrCat(source, ": pretraining_tp != 1 is not implemented"));
+      return absl::UnimplementedError(
+          absl::StrCat(source, ": pretraining_tp != 1 is not implemented"));
     }
     if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer()) {
       result.bos_token_id = config["bos_token_id"].get<int64_t>();
@@ -157,7 +159,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   auto config_text = ReadFile(model_dir + "/config.json");
   if (!config_text.ok()) {
-    return absl::NotFoundError(absl::StrCat("model folder ", model_dir, ": no readable config.json"));
+    return absl::NotFoundError(
+        absl::StrCat("model folder ", model_dir, ": no readable config.json"));
   }
   std::string generation_text;
   if (auto generation = ReadFile(model_dir + "/generation_config.json"); generation.ok()) {

@@ -12,8 +12,8 @@
 namespace attnscope {
 
 struct ModelConfig {
-  std::string architecture;     // "Qwen2ForCausalLM" or "LlamaForCausalLM"
-  std::string model_type;       // "qwen2", "llama"
+  std::string architecture;  // "Qwen2ForCausalLM" or "LlamaForCausalLM"
+  std::string model_type;    // "qwen2", "llama"
   int hidden_size = 0;
   int intermediate_size = 0;
   int num_hidden_layers = 0;
@@ -29,8 +29,8 @@ struct ModelConfig {
   bool mlp_bias = false;        // Llama's mlp_bias
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;  // generation_config.json wins over config.json
-  std::string torch_dtype;      // as written, informational
-  std::string config_hash;      // "fnv1a64:<hex>" of config.json's bytes, for capture metadata
+  std::string torch_dtype;             // as written, informational
+  std::string config_hash;  // "fnv1a64:<hex>" of config.json's bytes, for capture metadata
 };
 
 // Reads DIR/config.json and, where present, DIR/generation_config.json.

@@ -26,9 +26,9 @@ struct DTypeEntry {
 };
 
 constexpr DTypeEntry kDTypes[] = {
-    {TensorDType::kF64, "F64", 8},  {TensorDType::kF32, "F32", 4}, {TensorDType::kF16, "F16", 2},
+    {TensorDType::kF64, "F64", 8},   {TensorDType::kF32, "F32", 4}, {TensorDType::kF16, "F16", 2},
     {TensorDType::kBF16, "BF16", 2}, {TensorDType::kI64, "I64", 8}, {TensorDType::kI32, "I32", 4},
-    {TensorDType::kI16, "I16", 2},  {TensorDType::kI8, "I8", 1},   {TensorDType::kU8, "U8", 1},
+    {TensorDType::kI16, "I16", 2},   {TensorDType::kI8, "I8", 1},   {TensorDType::kU8, "U8", 1},
     {TensorDType::kBool, "BOOL", 1},
 };
 
@@ -99,8 +99,9 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensorsHeader(
       if (!entry.is_object()) return HeaderError(file_name, "", "__metadata__ is not an object");
       for (auto meta = entry.begin(); meta != entry.end(); ++meta) {
         if (!meta.value().is_string()) {
-          return HeaderError(file_name, "",
-                             absl::StrCat("__metadata__ value of '", meta.key(), "' is not a string"));
+          return HeaderError(
+              file_name, "",
+              absl::StrCat("__metadata__ value of '", meta.key(), "' is not a string"));
         }
         if (metadata != nullptr) (*metadata)[meta.key()] = meta.value().get<std::string>();
       }
@@ -128,7 +129,8 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensorsHeader(
       uint64_t value = 0;
       if (!ReadUnsigned(dim, &value) ||
           value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return HeaderError(file_name, name, absl::StrCat("shape has an invalid dimension ", dim.dump()));
+        return HeaderError(file_name, name,
+                           absl::StrCat("shape has an invalid dimension ", dim.dump()));
       }
       if (value != 0 && numel > std::numeric_limits<uint64_t>::max() / value) {
         return HeaderError(file_name, name, "shape's element count overflows");
@@ -138,12 +140,15 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensorsHeader(
     }
     auto offsets_it = entry.find("data_offsets");
     if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
-        !ReadUnsigned((*offsets_it)[0], &info.begin) || !ReadUnsigned((*offsets_it)[1], &info.end)) {
-      return HeaderError(file_name, name, "missing or malformed 'data_offsets' (want [begin, end])");
+        !ReadUnsigned((*offsets_it)[0], &info.begin) ||
+        !ReadUnsigned((*offsets_it)[1], &info.end)) {
+      return HeaderError(file_name, name,
+                         "missing or malformed 'data_offsets' (want [begin, end])");
     }
     if (info.end < info.begin) {
-      return HeaderError(file_name, name,
-                         absl::StrCat("data_offsets end ", info.end, " is before begin ", info.begin));
+      return HeaderError(
+          file_name, name,
+          absl::StrCat("data_offsets end ", info.end, " is before begin ", info.begin));
     }
     const uint64_t element_size = TensorDTypeSize(info.dtype);
     if (numel > std::numeric_limits<uint64_t>::max() / element_size ||
@@ -154,9 +159,10 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensorsHeader(
                                       absl::StrJoin(info.shape, ","), "]"));
     }
     if (info.end > data_size) {
-      return HeaderError(file_name, name,
-                         absl::StrCat("data_offsets end ", info.end, " is past the data section of ",
-                                      data_size, " bytes (file truncated?)"));
+      return HeaderError(
+          file_name, name,
+          absl::StrCat("data_offsets end ", info.end, " is past the data section of ", data_size,
+                       " bytes (file truncated?)"));
     }
     tensors.push_back(std::move(info));
   }
@@ -187,8 +193,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const uint64_t file_size = static_cast<uint64_t>(info.st_size);
   if (file_size < 8) {
     ::close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": file of ", file_size, " bytes is too short for a safetensors header"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": file of ", file_size,
+                                                   " bytes is too short for a safetensors header"));
   }
   void* mapping = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -208,12 +214,13 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   }
   if (header_length > file_size - 8) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_length,
-                                                   " runs past the end of the file (",
-                                                   file_size, " bytes)"));
+                                                   " runs past the end of the file (", file_size,
+                                                   " bytes)"));
   }
   const std::string header(reinterpret_cast<const char*>(bytes + 8), header_length);
   file->data_ = bytes + 8 + header_length;
-  auto tensors = ParseSafetensorsHeader(header, file_size - 8 - header_length, path, &file->metadata_);
+  auto tensors =
+      ParseSafetensorsHeader(header, file_size - 8 - header_length, path, &file->metadata_);
   if (!tensors.ok()) return tensors.status();
   file->tensors_ = std::move(*tensors);
   return file;
@@ -240,8 +247,8 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     uint64_t numel = 1;
     for (int64_t dim : tensor.shape) numel *= static_cast<uint64_t>(dim);
     if (numel * TensorDTypeSize(tensor.dtype) != tensor.size_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "': ",
-                                                     tensor.size_bytes, " bytes do not match shape"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", tensor.name, "': ", tensor.size_bytes, " bytes do not match shape"));
     }
     offsets.push_back(offset);
     header[tensor.name] = {{"dtype", TensorDTypeName(tensor.dtype)},

@@ -55,8 +55,10 @@ absl::Status WriteTinyModel(const std::string& dir, uint64_t seed, const TinyMod
       {"torch_dtype", "float32"},
       {"attnscope_note", "random weights from attnscope make-tiny-model; not a language model"}};
   nlohmann::json generation = {{"bos_token_id", 256}, {"eos_token_id", {258, 256}}};
-  if (auto status = WriteText(dir + "/config.json", config.dump(2) + "\n"); !status.ok()) return status;
-  if (auto status = WriteText(dir + "/generation_config.json", generation.dump(2) + "\n"); !status.ok()) {
+  if (auto status = WriteText(dir + "/config.json", config.dump(2) + "\n"); !status.ok())
+    return status;
+  if (auto status = WriteText(dir + "/generation_config.json", generation.dump(2) + "\n");
+      !status.ok()) {
     return status;
   }
 
@@ -64,7 +66,8 @@ absl::Status WriteTinyModel(const std::string& dir, uint64_t seed, const TinyMod
   std::mt19937_64 random(seed);
   std::vector<std::vector<float>> storage;
   std::vector<TensorToWrite> tensors;
-  auto add = [&](const std::string& name, std::vector<int64_t> tensor_shape, float mean, float stddev) {
+  auto add = [&](const std::string& name, std::vector<int64_t> tensor_shape, float mean,
+                 float stddev) {
     int64_t count = 1;
     for (int64_t dim : tensor_shape) count *= dim;
     std::normal_distribution<float> normal(mean, stddev);
@@ -93,7 +96,8 @@ absl::Status WriteTinyModel(const std::string& dir, uint64_t seed, const TinyMod
     add(prefix + "post_attention_layernorm.weight", {hidden}, 1.0f, 0.0f);
     add(prefix + "mlp.gate_proj.weight", {inter, hidden}, 0.0f, linear_std);
     add(prefix + "mlp.up_proj.weight", {inter, hidden}, 0.0f, linear_std);
-    add(prefix + "mlp.down_proj.weight", {hidden, inter}, 0.0f, 1.0f / std::sqrt(static_cast<float>(inter)));
+    add(prefix + "mlp.down_proj.weight", {hidden, inter}, 0.0f,
+        1.0f / std::sqrt(static_cast<float>(inter)));
   }
   add("model.norm.weight", {hidden}, 1.0f, 0.0f);
   add("lm_head.weight", {vocab, hidden}, 0.0f, linear_std);

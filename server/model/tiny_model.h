@@ -13,11 +13,11 @@ namespace attnscope {
 
 struct TinyModelShape {
   int num_layers = 4;
-  int num_heads = 8;      // query heads
-  int num_kv_heads = 2;   // so the model shows grouped-query attention
+  int num_heads = 8;     // query heads
+  int num_kv_heads = 2;  // so the model shows grouped-query attention
   int hidden_size = 128;
   int intermediate_size = 256;
-  int vocab_size = 259;   // 256 byte tokens + <|endoftext|>, <|im_start|>, <|im_end|>
+  int vocab_size = 259;  // 256 byte tokens + <|endoftext|>, <|im_start|>, <|im_end|>
   int max_position_embeddings = 4096;
   bool with_tokenizer = true;
 };

@@ -31,12 +31,15 @@ bool FileExists(const std::string& path) {
 
 absl::StatusOr<at::ScalarType> FileDType(TensorDType dtype) {
   switch (dtype) {
-    case TensorDType::kF32: return at::kFloat;
-    case TensorDType::kF16: return at::kHalf;
-    case TensorDType::kBF16: return at::kBFloat16;
+    case TensorDType::kF32:
+      return at::kFloat;
+    case TensorDType::kF16:
+      return at::kHalf;
+    case TensorDType::kBF16:
+      return at::kBFloat16;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("dtype ", TensorDTypeName(dtype), " is not a weight dtype (F32, F16, BF16)"));
+      return absl::InvalidArgumentError(absl::StrCat("dtype ", TensorDTypeName(dtype),
+                                                     " is not a weight dtype (F32, F16, BF16)"));
   }
 }
 
@@ -72,24 +75,25 @@ class CheckpointTensors {
     } else if (FileExists(model_dir + "/model.safetensors")) {
       files.push_back("model.safetensors");
     } else {
-      return absl::NotFoundError(absl::StrCat(
-          "model folder ", model_dir, ": neither model.safetensors nor model.safetensors.index.json"));
+      return absl::NotFoundError(
+          absl::StrCat("model folder ", model_dir,
+                       ": neither model.safetensors nor model.safetensors.index.json"));
     }
     for (const auto& file : files) {
       auto opened = SafetensorsFile::Open(model_dir + "/" + file);
       if (!opened.ok()) return opened.status();
       for (const auto& info : (*opened)->tensors()) {
         if (by_name_.count(info.name)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              model_dir, "/", file, ": tensor '", info.name, "' also appears in ",
-              by_name_[info.name].first->path()));
+          return absl::InvalidArgumentError(absl::StrCat(model_dir, "/", file, ": tensor '",
+                                                         info.name, "' also appears in ",
+                                                         by_name_[info.name].first->path()));
         }
         if (!weight_map.empty()) {
           auto mapped = weight_map.find(info.name);
           if (mapped == weight_map.end() || mapped->second != file) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                model_dir, "/", file, ": tensor '", info.name,
-                "' is not listed for this shard in model.safetensors.index.json"));
+            return absl::InvalidArgumentError(
+                absl::StrCat(model_dir, "/", file, ": tensor '", info.name,
+                             "' is not listed for this shard in model.safetensors.index.json"));
           }
         }
         by_name_[info.name] = {opened->get(), &info};
@@ -99,8 +103,8 @@ class CheckpointTensors {
     }
     for (const auto& [name, file] : weight_map) {
       if (!by_name_.count(name)) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor '", name,
-                                                       "' is listed for ", file, " but missing there"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            index_path, ": tensor '", name, "' is listed for ", file, " but missing there"));
       }
     }
     return absl::OkStatus();
@@ -133,8 +137,9 @@ class CheckpointTensors {
       // Zero copy: the weight is the read-only mapping itself (never written), kept alive by
       // the tensor, so resident memory is the file's pages once, not the file plus a copy.
       std::shared_ptr<SafetensorsFile> keep_mapped = files_[owner_.at(name)];
-      return at::from_blob(const_cast<uint8_t*>(data), info->shape,
-                           [keep_mapped](void*) {}, at::TensorOptions().dtype(*file_dtype));
+      return at::from_blob(
+          const_cast<uint8_t*>(data), info->shape, [keep_mapped](void*) {},
+          at::TensorOptions().dtype(*file_dtype));
     }
     // Otherwise from_blob views the mapping and the one copy is made straight into the run
     // dtype on the target device.
@@ -147,8 +152,8 @@ class CheckpointTensors {
   std::vector<std::string> Untaken() const {
     std::vector<std::string> names;
     for (const auto& [name, entry] : by_name_) {
-      const bool derived_buffer = name.size() > 20 &&
-                                  name.compare(name.size() - 20, 20, "rotary_emb.inv_freq") == 0;
+      const bool derived_buffer =
+          name.size() > 20 && name.compare(name.size() - 20, 20, "rotary_emb.inv_freq") == 0;
       if (!taken_.count(name) && !derived_buffer) names.push_back(name);
     }
     return names;
@@ -248,13 +253,15 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(
   } else {
     model->lm_head_ = take("lm_head.weight", {vocab, hidden}, last_device);
   }
-  if (!status.ok()) return absl::Status(status.code(), absl::StrCat(model_dir, ": ", status.message()));
+  if (!status.ok())
+    return absl::Status(status.code(), absl::StrCat(model_dir, ": ", status.message()));
   auto untaken = checkpoint.Untaken();
   if (!untaken.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        model_dir, ": unexpected tensor(s) not used by ", config.architecture,
-        (config.tie_word_embeddings ? " with tied embeddings" : ""), ": ",
-        absl::StrJoin(untaken.begin(), untaken.begin() + std::min<size_t>(untaken.size(), 5), ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_dir, ": unexpected tensor(s) not used by ", config.architecture,
+                     (config.tie_word_embeddings ? " with tied embeddings" : ""), ": ",
+                     absl::StrJoin(untaken.begin(),
+                                   untaken.begin() + std::min<size_t>(untaken.size(), 5), ", ")));
   }
   // Equivalent in modeling_qwen2.py: Qwen2RotaryEmbedding.inv_freq (computed in fp32).
   model->inv_freq_ =
@@ -270,8 +277,10 @@ KVCache Transformer::NewCache(int capacity) const {
   cache.capacity = capacity;
   for (const auto& layer : layers_) {
     auto options = at::TensorOptions().dtype(dtype_).device(layer.device);
-    cache.keys.push_back(at::empty({config_.num_key_value_heads, capacity, config_.head_dim}, options));
-    cache.values.push_back(at::empty({config_.num_key_value_heads, capacity, config_.head_dim}, options));
+    cache.keys.push_back(
+        at::empty({config_.num_key_value_heads, capacity, config_.head_dim}, options));
+    cache.values.push_back(
+        at::empty({config_.num_key_value_heads, capacity, config_.head_dim}, options));
   }
   return cache;
 }
@@ -282,8 +291,8 @@ void Transformer::RotaryTables(int start, int count, at::Device device, at::Tens
   // emb = cat(freqs, freqs), cos/sin in fp32, then cast to the activations' dtype.
   at::Tensor positions =
       at::arange(start, start + count, at::TensorOptions().dtype(at::kLong)).to(at::kFloat);
-  at::Tensor freqs = at::outer(positions, inv_freq_);   // [count, dim/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);          // [count, dim]
+  at::Tensor freqs = at::outer(positions, inv_freq_);  // [count, dim/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);        // [count, dim]
   *cos = emb.cos().to(device, dtype_);
   *sin = emb.sin().to(device, dtype_);
 }
@@ -321,7 +330,7 @@ absl::StatusOr<at::Tensor> Transformer::Attention(int layer_index, const Decoder
   k = k * cos + RotateHalf(k) * sin;
   cache->keys[layer_index].narrow(1, start, q_len).copy_(k);
   cache->values[layer_index].narrow(1, start, q_len).copy_(v);
-  at::Tensor keys = cache->keys[layer_index].narrow(1, 0, key_len);      // [kv, key_len, dim]
+  at::Tensor keys = cache->keys[layer_index].narrow(1, 0, key_len);  // [kv, key_len, dim]
   at::Tensor values = cache->values[layer_index].narrow(1, 0, key_len);
 
   const bool captured = capture != nullptr && capture->layer_captured[layer_index];
@@ -341,12 +350,14 @@ absl::StatusOr<at::Tensor> Transformer::Attention(int layer_index, const Decoder
     // Eager path (modeling_qwen2.py's Qwen2Attention): the query heads that share a KV head
     // are stacked so K/V are never materialised n_rep times.
     at::Tensor q_grouped = q.reshape({kv_heads, n_rep * q_len, dim});
-    at::Tensor scores = at::matmul(q_grouped, keys.transpose(1, 2)) / std::sqrt(static_cast<double>(dim));
+    at::Tensor scores =
+        at::matmul(q_grouped, keys.transpose(1, 2)) / std::sqrt(static_cast<double>(dim));
     scores = scores.view({heads, q_len, key_len});  // [heads, q_len, key_len]
     if (q_len > 1) {
       // Query i (absolute position start + i) may see keys 0..start + i.
-      at::Tensor mask = at::ones({q_len, key_len}, at::TensorOptions().dtype(at::kBool).device(x.device()))
-                            .triu(start + 1);
+      at::Tensor mask =
+          at::ones({q_len, key_len}, at::TensorOptions().dtype(at::kBool).device(x.device()))
+              .triu(start + 1);
       scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
     }
     at::Tensor probs = at::softmax(scores, -1, at::kFloat);  // fp32 [heads, q_len, key_len]
@@ -373,12 +384,13 @@ absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids,
   }
   for (int64_t id : ids) {
     if (id < 0 || id >= config_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", id, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", id, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
   }
   at::NoGradGuard no_grad;
-  at::Tensor index = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).to(embed_tokens_.device());
+  at::Tensor index =
+      at::tensor(ids, at::TensorOptions().dtype(at::kLong)).to(embed_tokens_.device());
   at::Tensor hidden = embed_tokens_.index_select(0, index);  // [count, hidden]
   at::Tensor cos, sin;
   at::Device current = embed_tokens_.device();
@@ -393,7 +405,8 @@ absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids,
     }
     // Equivalent in modeling_qwen2.py: Qwen2DecoderLayer.forward.
     at::Tensor residual = hidden;
-    auto attended = Attention(i, layer, RmsNorm(hidden, layer.input_layernorm), cos, sin, cache, capture);
+    auto attended =
+        Attention(i, layer, RmsNorm(hidden, layer.input_layernorm), cos, sin, cache, capture);
     if (!attended.ok()) return attended.status();
     hidden = residual + *attended;
     hidden = hidden + Mlp(layer, RmsNorm(hidden, layer.post_attention_layernorm));

@@ -22,9 +22,9 @@ namespace attnscope {
 
 // Weights of one decoder layer; names in comments are the checkpoint's.
 struct DecoderLayerWeights {
-  at::Tensor input_layernorm;           // model.layers.N.input_layernorm.weight [hidden]
-  at::Tensor q_proj, q_bias;            // self_attn.q_proj.{weight,bias} [heads*dim, hidden]
-  at::Tensor k_proj, k_bias;            // [kv_heads*dim, hidden]
+  at::Tensor input_layernorm;  // model.layers.N.input_layernorm.weight [hidden]
+  at::Tensor q_proj, q_bias;   // self_attn.q_proj.{weight,bias} [heads*dim, hidden]
+  at::Tensor k_proj, k_bias;   // [kv_heads*dim, hidden]
   at::Tensor v_proj, v_bias;
   at::Tensor o_proj, o_bias;            // [hidden, heads*dim]; bias only for Llama attention_bias
   at::Tensor post_attention_layernorm;  // [hidden]
@@ -34,9 +34,9 @@ struct DecoderLayerWeights {
 
 // Keys and values of every layer for one sequence, preallocated to its maximum length.
 struct KVCache {
-  std::vector<at::Tensor> keys;    // per layer [kv_heads, capacity, head_dim]
+  std::vector<at::Tensor> keys;  // per layer [kv_heads, capacity, head_dim]
   std::vector<at::Tensor> values;
-  int length = 0;                  // tokens stored
+  int length = 0;  // tokens stored
   int capacity = 0;
 };
 
@@ -79,16 +79,17 @@ class Transformer {
                                        const at::Tensor& x, const at::Tensor& cos,
                                        const at::Tensor& sin, KVCache* cache,
                                        const AttentionCaptureRequest* capture);
-  void RotaryTables(int start, int count, at::Device device, at::Tensor* cos, at::Tensor* sin) const;
+  void RotaryTables(int start, int count, at::Device device, at::Tensor* cos,
+                    at::Tensor* sin) const;
 
   ModelConfig config_;
   at::Device device_;
   at::ScalarType dtype_;
   at::Tensor embed_tokens_;  // model.embed_tokens.weight [vocab, hidden]
   std::vector<DecoderLayerWeights> layers_;
-  at::Tensor norm_;          // model.norm.weight
-  at::Tensor lm_head_;       // lm_head.weight, or embed_tokens when tied
-  at::Tensor inv_freq_;      // float32 [head_dim / 2], on the host
+  at::Tensor norm_;      // model.norm.weight
+  at::Tensor lm_head_;   // lm_head.weight, or embed_tokens when tied
+  at::Tensor inv_freq_;  // float32 [head_dim / 2], on the host
 };
 
 // "float32" | "bfloat16" | "float16" -> scalar type.

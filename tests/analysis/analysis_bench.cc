@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
   std::printf("streaming analysis: %.3f s\n", analysed);
   std::printf("ratio: %.2fx (goal <= 1.3x)\n", analysed / baseline);
   // Machine-readable line for scripts/bench.sh: figure, value, baseline, ratio.
-  std::printf("BENCH\tAnalyzeHeads-style generation s vs no capture (goal <= 1.3)\t%.3f\t%.3f\t%.2f\n",
-              analysed, baseline, analysed / baseline);
+  std::printf(
+      "BENCH\tAnalyzeHeads-style generation s vs no capture (goal <= 1.3)\t%.3f\t%.3f\t%.2f\n",
+      analysed, baseline, analysed / baseline);
   return 0;
 }

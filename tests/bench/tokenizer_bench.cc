@@ -225,8 +225,9 @@ int main(int argc, char** argv) {
   std::printf("ratio attnscope / JS peer: %.2fx by CPU time, %.2fx by wall time (goal >= 3x)\n",
               our_cpu_mbps / peer_cpu_mbps, our_mbps / peer_mbps);
   // Machine-readable line for scripts/bench.sh: figure, value, baseline, ratio.
-  std::printf("BENCH\ttokenizer MB/s (CPU time) vs @lenml/tokenizers (goal >= 3)\t%.2f\t%.2f\t%.2f\n",
-              our_cpu_mbps, peer_cpu_mbps, our_cpu_mbps / peer_cpu_mbps);
+  std::printf(
+      "BENCH\ttokenizer MB/s (CPU time) vs @lenml/tokenizers (goal >= 3)\t%.2f\t%.2f\t%.2f\n",
+      our_cpu_mbps, peer_cpu_mbps, our_cpu_mbps / peer_cpu_mbps);
   std::filesystem::remove(corpus_path);
   return mismatched == 0 ? 0 : 1;
 }

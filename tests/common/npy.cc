@@ -1,9 +1,10 @@
 #include "tests/common/npy.h"
 
+#include <sys/stat.h>
+
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -70,11 +71,16 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
     return true;
   };
   bool ok = false;
-  if (descr == "'<f4'") ok = read_all(float{});
-  else if (descr == "'<f8'") ok = read_all(double{});
-  else if (descr == "'<i8'") ok = read_all(int64_t{});
-  else if (descr == "'<i4'") ok = read_all(int32_t{});
-  else return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported dtype ", descr));
+  if (descr == "'<f4'")
+    ok = read_all(float{});
+  else if (descr == "'<f8'")
+    ok = read_all(double{});
+  else if (descr == "'<i8'")
+    ok = read_all(int64_t{});
+  else if (descr == "'<i4'")
+    ok = read_all(int32_t{});
+  else
+    return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported dtype ", descr));
   if (!ok) return absl::InvalidArgumentError(absl::StrCat(path, ": truncated data"));
   return array;
 }

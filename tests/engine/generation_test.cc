@@ -44,7 +44,8 @@ class TinyModelTest : public ::testing::Test {
   }
   static inline std::string* dir_ = nullptr;
   static inline Engine* engine_ = nullptr;
-  const std::vector<int64_t> prompt_ = {257, 115, 121, 115, 116, 101, 109, 10, 72, 105, 33, 258, 10};
+  const std::vector<int64_t> prompt_ = {257, 115, 121, 115, 116, 101, 109,
+                                        10,  72,  105, 33,  258, 10};
 };
 
 TEST_F(TinyModelTest, CaptureAndFastPathGenerateTheSameTokens) {
@@ -74,7 +75,8 @@ TEST_F(TinyModelTest, RowsAreCausalDistributionsAndEqualFullRecompute) {
     const auto cached = Floats(generated.assembler(), layer, total);
     const auto full = Floats(recomputed.assembler(), layer, total);
     double worst = 0;
-    for (size_t i = 0; i < cached.size(); ++i) worst = std::max(worst, double(std::abs(cached[i] - full[i])));
+    for (size_t i = 0; i < cached.size(); ++i)
+      worst = std::max(worst, double(std::abs(cached[i] - full[i])));
     EXPECT_LT(worst, 1e-5) << "KV-cached rows differ from a full recompute at layer " << layer;
     for (int h = 0; h < 8; ++h) {
       for (int i = 0; i < total; ++i) {
@@ -111,7 +113,8 @@ TEST_F(TinyModelTest, HeadAndLayerSelectionAndRowSelection) {
     const int head = spec.heads[k];
     for (int i = 0; i < total; ++i)
       for (int j = 0; j < total; ++j) {
-        const float expected = i >= prompt ? full[(static_cast<size_t>(head) * total + i) * total + j] : 0.0f;
+        const float expected =
+            i >= prompt ? full[(static_cast<size_t>(head) * total + i) * total + j] : 0.0f;
         ASSERT_EQ(picked[(static_cast<size_t>(k) * total + i) * total + j], expected);
       }
   }
@@ -156,8 +159,10 @@ TEST_F(TinyModelTest, StopsOnEosAndStillCapturesTheLastRow) {
   ASSERT_TRUE(stopped.ok());
   EXPECT_EQ(stopped->stop_reason, "eos");
   // Stops at the first occurrence of that id, which may come earlier than position 3.
-  const auto first = std::find(free_run->token_ids.begin() + prompt_.size(), free_run->token_ids.end(), third);
-  EXPECT_EQ(stopped->token_ids.size(), static_cast<size_t>(first - free_run->token_ids.begin()) + 1);
+  const auto first =
+      std::find(free_run->token_ids.begin() + prompt_.size(), free_run->token_ids.end(), third);
+  EXPECT_EQ(stopped->token_ids.size(),
+            static_cast<size_t>(first - free_run->token_ids.begin()) + 1);
   EXPECT_EQ(observer.assembler().RowsReceived(0), static_cast<int>(stopped->token_ids.size()));
 }
 
@@ -200,7 +205,8 @@ TEST_F(TinyModelTest, HalfPrecisionCapturesStayClose) {
     CaptureFileObserver reduced(spec);
     auto result = engine_->Generate(prompt_, params, spec, &reduced);
     ASSERT_TRUE(result.ok());
-    const std::string path = ::testing::TempDir() + "/half_" + std::to_string(::getpid()) + ".safetensors";
+    const std::string path =
+        ::testing::TempDir() + "/half_" + std::to_string(::getpid()) + ".safetensors";
     ASSERT_TRUE(reduced.assembler().Write(path, result->token_ids, {}, nullptr, 0).ok());
     auto contents = ReadCaptureFile(path);
     ASSERT_TRUE(contents.ok()) << contents.status();
@@ -208,7 +214,8 @@ TEST_F(TinyModelTest, HalfPrecisionCapturesStayClose) {
     const auto reference = Floats(exact.assembler(), 2, total);
     const auto& values = contents->attention.at(2);
     double worst = 0;
-    for (size_t i = 0; i < values.size(); ++i) worst = std::max(worst, double(std::abs(values[i] - reference[i])));
+    for (size_t i = 0; i < values.size(); ++i)
+      worst = std::max(worst, double(std::abs(values[i] - reference[i])));
     // Relative precision: 2^-11 (fp16), 2^-8 (bf16) of values at most 1.
     EXPECT_LT(worst, dtype == CaptureDType::kFloat16 ? 1e-3 : 4e-3) << CaptureDTypeName(dtype);
   }
@@ -246,7 +253,8 @@ TEST_F(TinyModelTest, RejectsOutOfRangeInputWithoutCrashing) {
   params.max_new_tokens = 5000;
   auto too_long = engine_->Generate({1, 2}, params, CaptureSpec(), nullptr);
   ASSERT_FALSE(too_long.ok());
-  EXPECT_NE(std::string(too_long.status().message()).find("max_position_embeddings"), std::string::npos);
+  EXPECT_NE(std::string(too_long.status().message()).find("max_position_embeddings"),
+            std::string::npos);
 }
 
 }  // namespace

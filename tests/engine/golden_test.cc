@@ -3,8 +3,8 @@
 // captured during KV-cached generation.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "server/engine/capture_file.h"
@@ -82,14 +82,16 @@ TEST_P(GoldenTest, GreedyGenerationCapturesTheFullCausalMatrix) {
   CaptureFileObserver observer(AllLayers());
   auto result = engine_->Generate(prompt, params, AllLayers(), &observer);
   ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_EQ(std::vector<int64_t>(result->token_ids.begin() + prompt.size(), result->token_ids.end()),
-            gen_ids);
+  ASSERT_EQ(
+      std::vector<int64_t>(result->token_ids.begin() + prompt.size(), result->token_ids.end()),
+      gen_ids);
   const int total = static_cast<int>(result->token_ids.size());
   for (int layer = 0; layer < engine_->config().num_hidden_layers; ++layer) {
     // Every row, the last generated token's included, equals the uncached forward's.
     const auto captured = LayerFloats(observer.assembler(), layer, total);
-    EXPECT_LT(MaxAbsDiff(captured, Load("all_tokens_attn_L" + std::to_string(layer) + ".npy").values),
-              kTolerance)
+    EXPECT_LT(
+        MaxAbsDiff(captured, Load("all_tokens_attn_L" + std::to_string(layer) + ".npy").values),
+        kTolerance)
         << "layer " << layer;
     // And the first T-1 rows equal the reference's own rebuild from cached generate() steps.
     const auto rebuilt = Load("gen_attn_full_L" + std::to_string(layer) + ".npy");
@@ -109,7 +111,8 @@ TEST_P(GoldenTest, GreedyGenerationCapturesTheFullCausalMatrix) {
   for (size_t step = 0; step < gen_ids.size(); ++step) {
     const size_t row = prompt.size() - 1 + step;
     for (int v = 0; v < vocab; ++v) {
-      worst = std::max(worst, std::abs(result->logits[row * vocab + v] - step_logits.values[step * vocab + v]));
+      worst = std::max(
+          worst, std::abs(result->logits[row * vocab + v] - step_logits.values[step * vocab + v]));
     }
   }
   EXPECT_LT(worst, kTolerance);

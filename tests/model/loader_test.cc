@@ -38,7 +38,8 @@ std::string MakeVariant(const std::string& name,
   EXPECT_TRUE(file.ok());
   std::vector<TensorToWrite> tensors;
   for (const auto& info : (*file)->tensors()) {
-    tensors.push_back({info.name, info.dtype, info.shape, (*file)->Data(info), info.end - info.begin});
+    tensors.push_back(
+        {info.name, info.dtype, info.shape, (*file)->Data(info), info.end - info.begin});
   }
   edit(tensors);
   EXPECT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}}).ok());
@@ -62,11 +63,13 @@ class LoaderTest : public ::testing::Test {
 
 TEST_F(LoaderTest, MissingTensorIsNamed) {
   auto dir = MakeVariant("missing", [](auto& tensors) {
-    tensors.erase(std::remove_if(tensors.begin(), tensors.end(),
-                                 [](auto& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; }),
-                  tensors.end());
+    tensors.erase(
+        std::remove_if(tensors.begin(), tensors.end(),
+                       [](auto& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; }),
+        tensors.end());
   });
-  EXPECT_NE(LoadError(dir).find("missing tensor 'model.layers.1.mlp.up_proj.weight'"), std::string::npos);
+  EXPECT_NE(LoadError(dir).find("missing tensor 'model.layers.1.mlp.up_proj.weight'"),
+            std::string::npos);
 }
 
 TEST_F(LoaderTest, UnexpectedTensorIsNamed) {
@@ -89,7 +92,8 @@ TEST_F(LoaderTest, ShapeMismatchNamesTensorAndShapes) {
     }
   });
   const std::string error = LoadError(dir);
-  EXPECT_NE(error.find("'model.norm.weight' has shape [32], expected [64]"), std::string::npos) << error;
+  EXPECT_NE(error.find("'model.norm.weight' has shape [32], expected [64]"), std::string::npos)
+      << error;
 }
 
 TEST_F(LoaderTest, UnsupportedArchitectureIsRejected) {
@@ -98,7 +102,8 @@ TEST_F(LoaderTest, UnsupportedArchitectureIsRejected) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   text.replace(text.find("Qwen2ForCausalLM"), 16, "MixtralForCausalLM");
   std::ofstream(dir + "/config.json") << text;
-  EXPECT_NE(LoadError(dir).find("unsupported architecture 'MixtralForCausalLM'"), std::string::npos);
+  EXPECT_NE(LoadError(dir).find("unsupported architecture 'MixtralForCausalLM'"),
+            std::string::npos);
 }
 
 TEST_F(LoaderTest, CorruptShardFailsWithFileName) {
@@ -118,11 +123,13 @@ TEST_F(LoaderTest, ShardedCheckpointLoadsAndMatchesGoldenLogits) {
   std::vector<TensorToWrite> first, second;
   std::string weight_map;
   for (const auto& info : (*file)->tensors()) {
-    const bool in_first = info.name.find("layers.1.") == std::string::npos && info.name != "lm_head.weight";
+    const bool in_first =
+        info.name.find("layers.1.") == std::string::npos && info.name != "lm_head.weight";
     (in_first ? first : second)
         .push_back({info.name, info.dtype, info.shape, (*file)->Data(info), info.end - info.begin});
-    weight_map += (weight_map.empty() ? "" : ",") + std::string("\"") + info.name + "\":\"" +
-                  (in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") + "\"";
+    weight_map +=
+        (weight_map.empty() ? "" : ",") + std::string("\"") + info.name + "\":\"" +
+        (in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") + "\"";
   }
   ASSERT_TRUE(WriteSafetensors(dir + "/model-00001-of-00002.safetensors", first, {}).ok());
   ASSERT_TRUE(WriteSafetensors(dir + "/model-00002-of-00002.safetensors", second, {}).ok());
@@ -140,7 +147,8 @@ TEST_F(LoaderTest, ShardedCheckpointLoadsAndMatchesGoldenLogits) {
   ASSERT_TRUE(logits.ok()) << logits.status();
   ASSERT_EQ(logits->size(), expected->values.size());
   double worst = 0;
-  for (size_t i = 0; i < logits->size(); ++i) worst = std::max(worst, std::abs((*logits)[i] - expected->values[i]));
+  for (size_t i = 0; i < logits->size(); ++i)
+    worst = std::max(worst, std::abs((*logits)[i] - expected->values[i]));
   EXPECT_LT(worst, 1e-4);
 }
 

@@ -5,7 +5,8 @@
 namespace attnscope {
 namespace {
 
-const char* kQwen2 = R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":64,"intermediate_size":160,
+const char* kQwen2 =
+    R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":64,"intermediate_size":160,
   "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":512,
   "rms_norm_eps":1e-6,"rope_theta":1000000.0,"eos_token_id":511,"use_sliding_window":false})";
 
@@ -26,7 +27,8 @@ TEST(ModelConfigTest, GenerationConfigEosListWins) {
 }
 
 TEST(ModelConfigTest, LlamaAttentionBiasFollowsConfig) {
-  std::string llama = R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":160,
+  std::string llama =
+      R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":160,
     "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":512})";
   auto config = ParseModelConfig(llama, "", "config.json");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -35,7 +37,8 @@ TEST(ModelConfigTest, LlamaAttentionBiasFollowsConfig) {
 }
 
 TEST(ModelConfigTest, UnsupportedArchitectureIsAnError) {
-  auto config = ParseModelConfig(R"({"architectures":["GPT2LMHeadModel"],"hidden_size":64})", "", "c.json");
+  auto config =
+      ParseModelConfig(R"({"architectures":["GPT2LMHeadModel"],"hidden_size":64})", "", "c.json");
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_NE(std::string(config.status().message()).find("GPT2LMHeadModel"), std::string::npos);
@@ -56,7 +59,8 @@ TEST(ModelConfigTest, FeaturesNotImplementedAreErrorsNotIgnored) {
 }
 
 TEST(ModelConfigTest, MissingRequiredFieldIsNamed) {
-  auto config = ParseModelConfig(R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":64})", "", "c.json");
+  auto config =
+      ParseModelConfig(R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":64})", "", "c.json");
   ASSERT_FALSE(config.ok());
   EXPECT_NE(std::string(config.status().message()).find("intermediate_size"), std::string::npos);
 }

@@ -58,8 +58,8 @@ TEST(SafetensorsTest, RoundTripsTensorsAndMetadata) {
 }
 
 TEST(SafetensorsTest, TruncatedFileIsRejected) {
-  const std::string path = WriteRaw(
-      "truncated", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8);
+  const std::string path =
+      WriteRaw("truncated", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8);
   const std::string error = ErrorOf(path);
   EXPECT_NE(error.find("'w'"), std::string::npos) << error;
   EXPECT_NE(error.find("past the data section"), std::string::npos) << error;
@@ -85,15 +85,15 @@ TEST(SafetensorsTest, OverlappingSpansAreRejected) {
 }
 
 TEST(SafetensorsTest, DtypeShapeMismatchIsRejected) {
-  const std::string path = WriteRaw(
-      "mismatch", R"({"w":{"dtype":"F16","shape":[4],"data_offsets":[0,16]}})", 16);
+  const std::string path =
+      WriteRaw("mismatch", R"({"w":{"dtype":"F16","shape":[4],"data_offsets":[0,16]}})", 16);
   const std::string error = ErrorOf(path);
   EXPECT_NE(error.find("does not match dtype F16 x shape [4]"), std::string::npos) << error;
 }
 
 TEST(SafetensorsTest, UnknownDtypeIsRejected) {
-  const std::string path = WriteRaw(
-      "dtype", R"({"w":{"dtype":"F8_E9","shape":[4],"data_offsets":[0,4]}})", 4);
+  const std::string path =
+      WriteRaw("dtype", R"({"w":{"dtype":"F8_E9","shape":[4],"data_offsets":[0,4]}})", 4);
   EXPECT_NE(ErrorOf(path).find("unknown dtype 'F8_E9'"), std::string::npos);
 }
 

@@ -89,7 +89,8 @@ int Main(int argc, char** argv) {
   for (int h = 0; h < config.num_attention_heads; ++h) all.heads.push_back(h);
 
   // Warm-up (allocator, thread pool), then measure each mode twice and keep the faster run.
-  (void)(*engine)->Generate(std::vector<int64_t>(prompt.begin(), prompt.begin() + 32), params, none, nullptr);
+  (void)(*engine)->Generate(std::vector<int64_t>(prompt.begin(), prompt.begin() + 32), params, none,
+                            nullptr);
   GenerationResult plain, captured;
   double capture_bytes = 0;
   for (int run = 0; run < 2; ++run) {
@@ -97,8 +98,11 @@ int Main(int argc, char** argv) {
     CountingObserver observer;
     auto b = (*engine)->Generate(prompt, params, all, &observer);
     if (!a.ok() || !b.ok()) return 1;
-    if (run == 0 || a->prefill_seconds + a->decode_seconds < plain.prefill_seconds + plain.decode_seconds) plain = *a;
-    if (run == 0 || b->prefill_seconds + b->decode_seconds < captured.prefill_seconds + captured.decode_seconds) {
+    if (run == 0 ||
+        a->prefill_seconds + a->decode_seconds < plain.prefill_seconds + plain.decode_seconds)
+      plain = *a;
+    if (run == 0 || b->prefill_seconds + b->decode_seconds <
+                        captured.prefill_seconds + captured.decode_seconds) {
       captured = *b;
       capture_bytes = observer.bytes;
     }
@@ -108,13 +112,14 @@ int Main(int argc, char** argv) {
   const int64_t p = prompt_tokens, hidden = config.hidden_size, inter = config.intermediate_size;
   const int64_t kv = config.num_key_value_heads * config.head_dim;
   const std::vector<std::pair<int64_t, int64_t>> weights = {
-      {hidden, hidden}, {kv, hidden}, {kv, hidden}, {hidden, hidden},
-      {inter, hidden}, {inter, hidden}, {hidden, inter}};
+      {hidden, hidden}, {kv, hidden},    {kv, hidden},   {hidden, hidden},
+      {inter, hidden},  {inter, hidden}, {hidden, inter}};
   double layer_flops = 0;
   for (auto [out, in] : weights) layer_flops += 2.0 * p * out * in;
   // Attention scores and weighted sum, causal half counted in full as the kernels compute it.
   layer_flops += 2.0 * 2.0 * p * p * config.num_attention_heads * config.head_dim;
-  const double prefill_flops = layer_flops * config.num_hidden_layers + 2.0 * hidden * config.vocab_size;
+  const double prefill_flops =
+      layer_flops * config.num_hidden_layers + 2.0 * hidden * config.vocab_size;
   std::vector<at::Tensor> inputs, mats;
   for (auto [out, in] : weights) {
     inputs.push_back(at::randn({p, in}));
@@ -132,30 +137,39 @@ int Main(int argc, char** argv) {
   const double matmul_gflops = 4 * matmul_flops / matmul_seconds / 1e9;
   const double prefill_gflops = prefill_flops / plain.prefill_seconds / 1e9;
 
-  const double weight_mib =
-      (static_cast<double>(config.vocab_size) * hidden * 2 +
-       config.num_hidden_layers * (2.0 * hidden * hidden + 2.0 * kv * hidden + 3.0 * hidden * inter + 3 * hidden) +
-       hidden) * 4 / (1024.0 * 1024.0);
-  const double kv_mib = 2.0 * config.num_hidden_layers * kv * (p + decode_tokens + 1) * 4 / (1024.0 * 1024.0);
+  const double weight_mib = (static_cast<double>(config.vocab_size) * hidden * 2 +
+                             config.num_hidden_layers * (2.0 * hidden * hidden + 2.0 * kv * hidden +
+                                                         3.0 * hidden * inter + 3 * hidden) +
+                             hidden) *
+                            4 / (1024.0 * 1024.0);
+  const double kv_mib =
+      2.0 * config.num_hidden_layers * kv * (p + decode_tokens + 1) * 4 / (1024.0 * 1024.0);
 
-  std::printf("engine benchmark: Qwen2-0.5B shape (24 layers, 14 heads, 2 KV heads, hidden 896), float32 CPU, "
-              "%d intra-op threads\n", at::get_num_threads());
+  std::printf(
+      "engine benchmark: Qwen2-0.5B shape (24 layers, 14 heads, 2 KV heads, hidden 896), float32 "
+      "CPU, "
+      "%d intra-op threads\n",
+      at::get_num_threads());
   std::printf("%-44s %12s %12s %8s\n", "figure", "value", "baseline", "ratio");
-  std::printf("%-44s %12.1f %12s %8s\n", "prefill tok/s, 512 tokens, no capture", p / plain.prefill_seconds, "", "");
+  std::printf("%-44s %12.1f %12s %8s\n", "prefill tok/s, 512 tokens, no capture",
+              p / plain.prefill_seconds, "", "");
   std::printf("%-44s %12.1f %12.1f %8.2f\n", "prefill tok/s, all layers captured (vs none)",
-              p / captured.prefill_seconds, p / plain.prefill_seconds, plain.prefill_seconds / captured.prefill_seconds);
-  std::printf("%-44s %12.2f %12s %8s\n", "decode tok/s, no capture", decode_tokens / plain.decode_seconds, "", "");
+              p / captured.prefill_seconds, p / plain.prefill_seconds,
+              plain.prefill_seconds / captured.prefill_seconds);
+  std::printf("%-44s %12.2f %12s %8s\n", "decode tok/s, no capture",
+              decode_tokens / plain.decode_seconds, "", "");
   std::printf("%-44s %12.2f %12.2f %8.2f\n", "decode tok/s, all layers captured (vs none)",
               decode_tokens / captured.decode_seconds, decode_tokens / plain.decode_seconds,
               plain.decode_seconds / captured.decode_seconds);
   const double plain_total = plain.prefill_seconds + plain.decode_seconds;
   const double captured_total = captured.prefill_seconds + captured.decode_seconds;
-  std::printf("%-44s %12.3f %12.3f %8.2f\n", "capture/no-capture time, s (goal <= 1.5)", captured_total, plain_total,
-              captured_total / plain_total);
-  std::printf("%-44s %12.1f %12.1f %8.2f\n", "prefill GFLOP/s vs plain matmul (goal >= 0.5)", prefill_gflops,
-              matmul_gflops, prefill_gflops / matmul_gflops);
-  std::printf("%-44s %12.0f %12.0f %8.2f\n", "peak RSS MiB vs weights + KV cache", PeakRssMiB() - rss_before,
-              weight_mib + kv_mib, (PeakRssMiB() - rss_before) / (weight_mib + kv_mib));
+  std::printf("%-44s %12.3f %12.3f %8.2f\n", "capture/no-capture time, s (goal <= 1.5)",
+              captured_total, plain_total, captured_total / plain_total);
+  std::printf("%-44s %12.1f %12.1f %8.2f\n", "prefill GFLOP/s vs plain matmul (goal >= 0.5)",
+              prefill_gflops, matmul_gflops, prefill_gflops / matmul_gflops);
+  std::printf("%-44s %12.0f %12.0f %8.2f\n", "peak RSS MiB vs weights + KV cache",
+              PeakRssMiB() - rss_before, weight_mib + kv_mib,
+              (PeakRssMiB() - rss_before) / (weight_mib + kv_mib));
   std::printf("captured %.1f MiB of attention per run\n", capture_bytes / (1024.0 * 1024.0));
   // Machine-readable lines for scripts/bench.sh: figure, value, baseline, ratio.
   std::printf("BENCH\tprefill tok/s (512 tokens), capture on vs off\t%.1f\t%.1f\t%.2f\n",
@@ -168,8 +182,9 @@ int Main(int argc, char** argv) {
               captured_total, plain_total, captured_total / plain_total);
   std::printf("BENCH\tprefill GFLOP/s vs plain matmul (goal >= 0.5)\t%.1f\t%.1f\t%.2f\n",
               prefill_gflops, matmul_gflops, prefill_gflops / matmul_gflops);
-  std::printf("BENCH\tpeak RSS MiB vs weights + KV cache\t%.0f\t%.0f\t%.2f\n", PeakRssMiB() - rss_before,
-              weight_mib + kv_mib, (PeakRssMiB() - rss_before) / (weight_mib + kv_mib));
+  std::printf("BENCH\tpeak RSS MiB vs weights + KV cache\t%.0f\t%.0f\t%.2f\n",
+              PeakRssMiB() - rss_before, weight_mib + kv_mib,
+              (PeakRssMiB() - rss_before) / (weight_mib + kv_mib));
   return 0;
 }
 
