@@ -303,6 +303,19 @@ std::string MakeRequestIdPrefix() {
   return buffer;
 }
 
+// Records a unary call's admission (key, per-key limit, draining), or finishes the call with
+// the refusal and returns false.
+bool AdmitOrFinish(absl::StatusOr<Admission> admission, RequestRecord& record, UnaryCall* reactor) {
+  if (!admission.ok()) {
+    record.admission.arrival = Clock::now();
+    record.admission.request_id = "-";
+    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
+    return false;
+  }
+  record.admission = *std::move(admission);
+  return true;
+}
+
 }  // namespace
 
 AttnScopeService::AttnScopeService(ServerConfig config, ApiKeyTable keys)
@@ -492,14 +505,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   record->method = "AnalyzeHeads";
   record->client_tag = request->client_tag().substr(0, 128);
   auto* reactor = new UnaryCall(record);
-  absl::StatusOr<Admission> admission = Admit(context);
-  if (!admission.ok()) {
-    record->admission.arrival = Clock::now();
-    record->admission.request_id = "-";
-    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
-    return reactor;
-  }
-  record->admission = *std::move(admission);
+  if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
   const ModelView view = model_view();
   const ModelConfig& model_config = *view.config;
   const v1::AnalysisSpec& spec = request->analysis();
@@ -694,14 +700,7 @@ grpc::ServerUnaryReactor* AttnScopeService::GetModelInfo(grpc::CallbackServerCon
   auto record = std::make_shared<RequestRecord>();
   record->method = "GetModelInfo";
   auto* reactor = new UnaryCall(record);
-  absl::StatusOr<Admission> admission = Admit(context);
-  if (!admission.ok()) {
-    record->admission.arrival = Clock::now();
-    record->admission.request_id = "-";
-    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
-    return reactor;
-  }
-  record->admission = *std::move(admission);
+  if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
   reactor->FinishOnce(grpc::Status::OK, [&] {
     FillModelInfo(response->mutable_model());
     v1::ServerLimits* limits = response->mutable_limits();
@@ -723,14 +722,7 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
   auto record = std::make_shared<RequestRecord>();
   record->method = "Tokenize";
   auto* reactor = new UnaryCall(record);
-  absl::StatusOr<Admission> admission = Admit(context);
-  if (!admission.ok()) {
-    record->admission.arrival = Clock::now();
-    record->admission.request_id = "-";
-    reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
-    return reactor;
-  }
-  record->admission = *std::move(admission);
+  if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
   const ModelView view = model_view();
   absl::StatusOr<PreparedPrompt> input = ResolveRequestInput(*request, view);
   if (!input.ok()) {
