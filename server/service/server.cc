@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<ModelContext>> AttnScopeServer::LoadModelFor(
   options.model_dir = config.model_dir;
   options.device = config.device;
   options.dtype = config.dtype;
+  options.layer_devices = config.layer_devices;
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<ModelContext>> model = LoadModelContext(options);
   if (!model.ok()) return model.status();

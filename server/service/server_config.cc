@@ -90,6 +90,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(top.Read("model_dir", &config.model_dir));
   RETURN_IF_ERROR_CFG(top.Read("device", &config.device));
   RETURN_IF_ERROR_CFG(top.Read("dtype", &config.dtype));
+  RETURN_IF_ERROR_CFG(top.Read("layer_devices", &config.layer_devices));
   RETURN_IF_ERROR_CFG(top.Read("warmup", &config.warmup));
   RETURN_IF_ERROR_CFG(top.Read("queue_length", &config.queue_length));
   RETURN_IF_ERROR_CFG(top.Read("concurrent_generations", &config.concurrent_generations));

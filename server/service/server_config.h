@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -41,6 +42,9 @@ struct ServerConfig {
   std::string model_dir;
   std::string device = "cpu";
   std::string dtype = "float32";
+  // Devices over which consecutive layers are spread (a model larger than one GPU); empty:
+  // every layer on `device`.
+  std::vector<std::string> layer_devices;
   bool warmup = true;
   int queue_length = 16;  // requests waiting for the model (the running ones not counted)
   // Generations that run at once, each on its own engine thread with its own KV cache; a

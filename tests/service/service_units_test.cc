@@ -45,6 +45,14 @@ TEST(ServerConfigTest, ShippedConfigParsesToTheDefaults) {
   EXPECT_EQ(shipped->drain_grace_seconds, defaults.drain_grace_seconds);
 }
 
+TEST(ServerConfigTest, LayerDevicesListReachesTheConfig) {
+  absl::StatusOr<ServerConfig> config =
+      ParseServerConfig("device: cuda\nlayer_devices: [\"cuda:0\", \"cuda:1\"]\n", "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->layer_devices, (std::vector<std::string>{"cuda:0", "cuda:1"}));
+  EXPECT_TRUE(ServerConfig().layer_devices.empty());
+}
+
 TEST(ServerConfigTest, UnknownKeyIsNamed) {
   absl::StatusOr<ServerConfig> config =
       ParseServerConfig("limits:\n  max_prompt_tokenz: 5\n", "test.yaml");
