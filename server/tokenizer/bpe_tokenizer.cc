@@ -630,6 +630,11 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const json&
   const json& vocab = model.at("vocab");
   tokenizer->vocab_.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    // A float id (2.1e101) must not reach get<int64_t>(): its conversion is undefined.
+    if (!it.value().is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": vocab id of '", it.key(),
+                                                     "' is not an integer: ", it.value().dump()));
+    }
     const int64_t id = it.value().get<int64_t>();
     if (id < 0 || id > INT32_MAX) {
       return absl::InvalidArgumentError(
@@ -641,6 +646,10 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const json&
   std::vector<AddedToken> added;
   if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
     for (const json& entry : root["added_tokens"]) {
+      if (!entry.is_object() || !entry.contains("id") || !entry["id"].is_number_integer()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(origin, ": added_tokens entry without an integer id: ", entry.dump()));
+      }
       AddedToken token{entry.at("content").get<std::string>(), entry.at("id").get<int64_t>(),
                        entry.value("special", false), entry.value("lstrip", false),
                        entry.value("rstrip", false)};

@@ -244,6 +244,26 @@ TEST(LoadTokenizer, MergesAsArraysApplyByRank) {
   EXPECT_EQ(encoding->ids, (std::vector<int64_t>{5, 3}));
 }
 
+// Found by tokenizer_json_fuzz: a float id used to reach an undefined float->int conversion.
+TEST(LoadTokenizer, NonIntegerIdsAreRefused) {
+  auto vocab_float = LoadBpeTokenizerFromJson(
+      R"({"model": {"type": "BPE", "vocab": {"a": 2.11111e+101}, "merges": []},
+          "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}})",
+      "t.json");
+  ASSERT_FALSE(vocab_float.ok());
+  EXPECT_NE(vocab_float.status().message().find("vocab id of 'a' is not an integer"),
+            std::string::npos)
+      << vocab_float.status();
+  auto added_float = LoadBpeTokenizerFromJson(
+      R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+          "added_tokens": [{"id": 1.5, "content": "<x>"}],
+          "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}})",
+      "t.json");
+  ASSERT_FALSE(added_float.ok());
+  EXPECT_NE(added_float.status().message().find("without an integer id"), std::string::npos)
+      << added_float.status();
+}
+
 TEST(TinyTokenizer, WrittenFilesRoundTrip) {
   const std::string dir =
       (std::filesystem::temp_directory_path() / ("attnscope-tiny-" + std::to_string(getpid())))
