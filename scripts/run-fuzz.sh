@@ -77,6 +77,9 @@ while IFS=$'\t' read -r name binary; do
   dict="$repo/tests/fuzz/corpus/$name.dict"
   dict_flag=()
   if [ -f "$dict" ]; then dict_flag=(-dict="$dict"); fi
+  # FUZZ_SEED fixes libFuzzer's mutation sequence (the test command sets it, so CI explores the
+  # same inputs each run); unset, every run explores anew.
+  if [ -n "${FUZZ_SEED:-}" ]; then dict_flag+=(-seed="$FUZZ_SEED"); fi
   echo "run-fuzz: $name for ${seconds}s (max_len $max_len)"
   set +e
   # The first corpus directory receives new inputs; the checked-in seeds are only read.

@@ -21,5 +21,5 @@ ctest --test-dir "$build" --output-on-failure -j2 --timeout 600
 
 fuzz_seconds=${FUZZ_SECONDS:-30}
 if [ "$fuzz_seconds" -gt 0 ]; then
-  scripts/run-fuzz.sh "$fuzz_seconds"
+  FUZZ_SEED=${FUZZ_SEED:-1} scripts/run-fuzz.sh "$fuzz_seconds"
 fi
