@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
   for (int64_t& id : prompt) id = static_cast<int64_t>(random() % 250);
   GenerationParams params;
   params.max_new_tokens = IntFlag(argc, argv, "new", 32);
-  params.eos_token_ids = {-1};  // never stop early: both runs make the same number of steps
+  params.ignore_eos = true;  // never stop early: both runs make the same number of steps
   CaptureSpec all;
   for (int l = 0; l < config.num_hidden_layers; ++l) all.layers.push_back(l);
   for (int h = 0; h < config.num_attention_heads; ++h) all.heads.push_back(h);

@@ -51,7 +51,7 @@ class TinyModelTest : public ::testing::Test {
 TEST_F(TinyModelTest, CaptureAndFastPathGenerateTheSameTokens) {
   GenerationParams params;
   params.max_new_tokens = 20;
-  params.eos_token_ids = {-1};  // run the full length
+  params.ignore_eos = true;  // run the full length
   auto plain = engine_->Generate(prompt_, params, CaptureSpec(), nullptr);
   CaptureFileObserver observer(All());
   auto captured = engine_->Generate(prompt_, params, All(), &observer);
@@ -62,7 +62,7 @@ TEST_F(TinyModelTest, CaptureAndFastPathGenerateTheSameTokens) {
 TEST_F(TinyModelTest, RowsAreCausalDistributionsAndEqualFullRecompute) {
   GenerationParams params;
   params.max_new_tokens = 15;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   CaptureFileObserver generated(All());
   auto result = engine_->Generate(prompt_, params, All(), &generated);
   ASSERT_TRUE(result.ok());
@@ -99,7 +99,7 @@ TEST_F(TinyModelTest, HeadAndLayerSelectionAndRowSelection) {
   spec.rows = CaptureRows::kGeneratedOnly;
   GenerationParams params;
   params.max_new_tokens = 5;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   CaptureFileObserver selected(spec);
   ASSERT_TRUE(engine_->Generate(prompt_, params, spec, &selected).ok());
   CaptureFileObserver all(All());
@@ -127,7 +127,7 @@ TEST_F(TinyModelTest, SamplingIsReproducibleBySeed) {
   params.temperature = 1.5f;
   params.top_p = 0.95f;
   params.top_k = 50;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   params.seed = 11;
   auto first = engine_->Generate(prompt_, params, CaptureSpec(), nullptr);
   auto again = engine_->Generate(prompt_, params, CaptureSpec(), nullptr);
@@ -141,7 +141,7 @@ TEST_F(TinyModelTest, SamplingIsReproducibleBySeed) {
   auto top1 = engine_->Generate(prompt_, params, CaptureSpec(), nullptr);
   GenerationParams greedy;
   greedy.max_new_tokens = 12;
-  greedy.eos_token_ids = {-1};
+  greedy.ignore_eos = true;
   auto argmax = engine_->Generate(prompt_, greedy, CaptureSpec(), nullptr);
   EXPECT_EQ(top1->token_ids, argmax->token_ids);
 }
@@ -149,10 +149,11 @@ TEST_F(TinyModelTest, SamplingIsReproducibleBySeed) {
 TEST_F(TinyModelTest, StopsOnEosAndStillCapturesTheLastRow) {
   GenerationParams params;
   params.max_new_tokens = 10;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   auto free_run = engine_->Generate(prompt_, params, CaptureSpec(), nullptr);
   ASSERT_TRUE(free_run.ok());
   const int64_t third = free_run->token_ids[prompt_.size() + 2];
+  params.ignore_eos = false;
   params.eos_token_ids = {third};
   CaptureFileObserver observer(All());
   auto stopped = engine_->Generate(prompt_, params, All(), &observer);
@@ -185,7 +186,7 @@ class CancelAfter : public GenerationObserver {
 TEST_F(TinyModelTest, ObserverCancellationStopsWithinOneStep) {
   GenerationParams params;
   params.max_new_tokens = 50;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   CancelAfter observer(3);
   auto result = engine_->Generate(prompt_, params, All(), &observer);
   ASSERT_FALSE(result.ok());
@@ -196,7 +197,7 @@ TEST_F(TinyModelTest, ObserverCancellationStopsWithinOneStep) {
 TEST_F(TinyModelTest, HalfPrecisionCapturesStayClose) {
   GenerationParams params;
   params.max_new_tokens = 4;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   CaptureFileObserver exact(All());
   ASSERT_TRUE(engine_->Generate(prompt_, params, All(), &exact).ok());
   for (CaptureDType dtype : {CaptureDType::kFloat16, CaptureDType::kBFloat16}) {

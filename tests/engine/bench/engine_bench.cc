@@ -83,7 +83,7 @@ int Main(int argc, char** argv) {
 
   GenerationParams params;
   params.max_new_tokens = decode_tokens;
-  params.eos_token_ids = {-1};
+  params.ignore_eos = true;
   CaptureSpec none, all;
   for (int l = 0; l < config.num_hidden_layers; ++l) all.layers.push_back(l);
   for (int h = 0; h < config.num_attention_heads; ++h) all.heads.push_back(h);

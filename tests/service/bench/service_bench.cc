@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
   for (int h = 0; h < shape.num_heads; ++h) spec.heads.push_back(h);
   GenerationParams params;
   params.max_new_tokens = max_new;
-  params.eos_token_ids = {-1};  // never stops early, as ignore_eos
+  params.ignore_eos = true;
 
   // Remote and local alternate; the best of `repeat` runs of each is reported, so that load
   // from other processes on a shared machine hurts both alike.
