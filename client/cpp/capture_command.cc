@@ -1,13 +1,15 @@
 // attnscope capture: generate while capturing the full causal attention matrix of the chosen
-// layers and heads, and write it to a safetensors capture file (see capture_file.h).
+// layers and heads, and write it to a safetensors capture file (see capture_file.h). Local
+// mode runs the session library in-process; --server sends the same request to a server.
 #include <cstdio>
 #include <iostream>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cpp/command.h"
-#include "client/cpp/generation_flags.h"
+#include "client/cpp/request_flags.h"
 #include "server/engine/capture_file.h"
+#include "server/session/prepare.h"
+#include "server/session/session.h"
 
 #ifdef ATTNSCOPE_WITH_GRPC
 #include "client/cpp/remote/request_flags.h"
@@ -16,74 +18,54 @@
 namespace attnscope::cli {
 namespace {
 
-std::string ModelLabel(const std::string& model_dir, const ModelConfig& config) {
-  std::string name = model_dir;
-  while (name.size() > 1 && name.back() == '/') name.pop_back();
-  const size_t slash = name.rfind('/');
-  if (slash != std::string::npos) name = name.substr(slash + 1);
-  return absl::StrCat(name, " ", config.config_hash);
-}
+constexpr char kCommand[] = "capture";
+
+int Failed(const absl::Status& status) { return Fail(kCommand, std::string(status.message())); }
 
 int RunCapture(const std::vector<std::string>& args) {
-  Flags flags(args, kGenerationSwitches);
+  Flags flags(args, kRequestSwitches);
   const std::string out = flags.Get("out");
-  if (out.empty()) return Fail("capture", "--out FILE.safetensors is required");
+  if (out.empty()) return Fail(kCommand, "--out FILE.safetensors is required");
   if (flags.Has("server")) {
 #ifdef ATTNSCOPE_WITH_GRPC
     return remote::RunRemoteCapture(flags);
 #else
-    return Fail("capture",
+    return Fail(kCommand,
                 "--server: this build has no gRPC (configure with ATTNSCOPE_WITH_GRPC=ON)");
 #endif
   }
-  auto generation = ParseGenerationFlags(flags);
-  if (!generation.ok()) return Fail("capture", std::string(generation.status().message()));
+  absl::StatusOr<session::Request> request = ParseCaptureFlags(flags);
+  if (!request.ok()) return Failed(request.status());
   const bool quiet = flags.Has("quiet");
-  auto model = LoadLocalModel(flags);
-  if (!model.ok()) return Fail("capture", std::string(model.status().message()));
-  for (const auto& unknown : flags.Unread()) return Fail("capture", "unknown flag " + unknown);
-  const ModelConfig& config = model->engine->config();
-  auto spec = ResolveCaptureSpec(*generation, config);
-  if (!spec.ok()) return Fail("capture", std::string(spec.status().message()));
-  auto prompt = PreparePrompt(generation->input, model->tools);
-  if (!prompt.ok()) return Fail("capture", std::string(prompt.status().message()));
+  absl::StatusOr<EngineOptions> options = ParseEngineFlags(flags);
+  if (!options.ok()) return Failed(options.status());
+  for (const auto& unknown : flags.Unread()) return Fail(kCommand, "unknown flag " + unknown);
+  absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = session::LoadModel(*options);
+  if (!model.ok()) return Failed(model.status());
+  absl::StatusOr<session::PreparedGeneration> prepared =
+      session::PrepareGeneration(*request, (*model)->view(), session::RequestLimits::Unbounded());
+  if (!prepared.ok()) return Failed(prepared.status());
 
-  GenerationParams params = generation->params;
-  if (model->tools.tokenizer) {
-    const Tokenizer* tokenizer = model->tools.tokenizer.get();
-    params.decode = [tokenizer](const std::vector<int64_t>& ids) {
-      return tokenizer->Decode(ids, true);
-    };
-  }
-  CaptureFileObserver observer(*spec);
-  auto result = model->engine->Generate(prompt->ids, params, *spec, &observer);
-  if (!result.ok()) return Fail("capture", std::string(result.status().message()));
-
-  CaptureMetadata metadata;
-  metadata.prompt_length = result->prompt_length;
-  metadata.model = ModelLabel(model->engine->options().model_dir, config);
-  metadata.stop_reason = result->stop_reason;
-  if (model->tools.tokenizer) {
-    metadata.tokens = TokenStrings(result->token_ids, model->tools);
-    metadata.generated_text = model->tools.tokenizer->Decode(
-        std::vector<int64_t>(result->token_ids.begin() + result->prompt_length,
-                             result->token_ids.end()),
-        true);
-  }
-  auto written =
-      observer.assembler().Write(out, result->token_ids, metadata,
-                                 params.save_logits ? &result->logits : nullptr, config.vocab_size);
-  if (!written.ok()) return Fail("capture", std::string(written.message()));
+  CaptureFileObserver observer(prepared->capture);
+  absl::StatusOr<session::CaptureOutcome> outcome =
+      session::RunCapture(**model, *prepared, &observer);
+  if (!outcome.ok()) return Failed(outcome.status());
+  const GenerationResult& result = outcome->result;
+  absl::Status written = observer.assembler().Write(
+      out, result.token_ids, outcome->metadata,
+      prepared->params.save_logits ? &result.logits : nullptr, (*model)->config().vocab_size);
+  if (!written.ok()) return Failed(written);
   if (!quiet) {
-    const int total = static_cast<int>(result->token_ids.size());
+    const int total = static_cast<int>(result.token_ids.size());
     std::cout << absl::StrFormat(
         "wrote %s: %d tokens (%d prompt + %d generated, stop: %s), %d layers x %d heads, %s\n"
         "prefill %.3f s, decode %.3f s\n",
-        out, total, result->prompt_length, total - result->prompt_length, result->stop_reason,
-        spec->layers.size(), spec->heads.size(), CaptureDTypeName(spec->dtype),
-        result->prefill_seconds, result->decode_seconds);
-    if (!metadata.generated_text.empty())
-      std::cout << "generated: " << metadata.generated_text << "\n";
+        out, total, result.prompt_length, total - result.prompt_length, result.stop_reason,
+        prepared->capture.layers.size(), prepared->capture.heads.size(),
+        CaptureDTypeName(prepared->capture.dtype), result.prefill_seconds, result.decode_seconds);
+    if (!outcome->generated_text.empty()) {
+      std::cout << "generated: " << outcome->generated_text << "\n";
+    }
   }
   return 0;
 }

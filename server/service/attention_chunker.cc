@@ -8,37 +8,13 @@
 
 namespace attnscope::service {
 
-v1::DType ToWireDType(CaptureDType dtype) {
-  switch (dtype) {
-    case CaptureDType::kFloat16:
-      return v1::DTYPE_FLOAT16;
-    case CaptureDType::kBFloat16:
-      return v1::DTYPE_BFLOAT16;
-    case CaptureDType::kFloat32:
-    default:
-      return v1::DTYPE_FLOAT32;
-  }
-}
-
-v1::RowSelection ToWireRows(CaptureRows rows) {
-  switch (rows) {
-    case CaptureRows::kPromptOnly:
-      return v1::ROWS_PROMPT_ONLY;
-    case CaptureRows::kGeneratedOnly:
-      return v1::ROWS_GENERATED_ONLY;
-    case CaptureRows::kAll:
-    default:
-      return v1::ROWS_ALL;
-  }
-}
-
 AttentionChunker::AttentionChunker(CaptureSpec spec, int prompt_length, uint64_t max_chunk_bytes,
                                    EmitFn emit)
     : spec_(std::move(spec)),
       prompt_length_(prompt_length),
       max_chunk_bytes_(max_chunk_bytes),
       dtype_size_(CaptureDTypeSize(spec_.dtype)),
-      wire_dtype_(ToWireDType(spec_.dtype)),
+      wire_dtype_(session::ToWireDType(spec_.dtype)),
       emit_(std::move(emit)) {}
 
 bool AttentionChunker::KeepsRow(int row) const {

@@ -18,6 +18,7 @@
 #include "attnscope/v1/attnscope.pb.h"
 #include "server/engine/capture_spec.h"
 #include "server/engine/engine.h"
+#include "server/session/request_proto.h"
 
 namespace attnscope::service {
 
@@ -63,8 +64,5 @@ class AttentionChunker {
   uint64_t bytes_sent_ = 0;
   uint32_t crc32_ = 0;
 };
-
-v1::DType ToWireDType(CaptureDType dtype);
-v1::RowSelection ToWireRows(CaptureRows rows);
 
 }  // namespace attnscope::service

@@ -96,7 +96,7 @@ void AttnScopeServer::SetServing(bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
-absl::StatusOr<std::unique_ptr<ModelContext>> AttnScopeServer::LoadModelFor(
+absl::StatusOr<std::unique_ptr<session::LoadedModel>> AttnScopeServer::LoadModelFor(
     const ServerConfig& config) {
   if (config.model_dir.empty()) {
     return absl::InvalidArgumentError("model_dir is empty: set it in the config or pass --model");
@@ -107,8 +107,11 @@ absl::StatusOr<std::unique_ptr<ModelContext>> AttnScopeServer::LoadModelFor(
   options.dtype = config.dtype;
   options.layer_devices = config.layer_devices;
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::unique_ptr<ModelContext>> model = LoadModelContext(options);
+  absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = session::LoadModel(options);
   if (!model.ok()) return model.status();
+  if ((*model)->tokenizer() == nullptr) {
+    spdlog::warn("no tokenizer in {}: only token-id input will be served", options.model_dir);
+  }
   spdlog::info("loaded {} ({} layers, {} heads) in {:.2f} s", config.model_dir,
                (*model)->config().num_hidden_layers, (*model)->config().num_attention_heads,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -116,12 +119,12 @@ absl::StatusOr<std::unique_ptr<ModelContext>> AttnScopeServer::LoadModelFor(
 }
 
 absl::Status AttnScopeServer::LoadModel() {
-  absl::StatusOr<std::unique_ptr<ModelContext>> model = LoadModelFor(config_);
+  absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = LoadModelFor(config_);
   if (!model.ok()) return model.status();
   return ServeModel(*std::move(model));
 }
 
-absl::Status AttnScopeServer::ServeModel(std::unique_ptr<ModelContext> model) {
+absl::Status AttnScopeServer::ServeModel(std::unique_ptr<session::LoadedModel> model) {
   if (config_.warmup) {
     // One short generation with capture, so the first real request does not pay for lazy
     // initialisation (allocator, kernels).

@@ -23,9 +23,10 @@ class AttnScopeServer {
   absl::Status LoadModel();
   // Only the loading part (the command line loads before it binds the port, so that a broken
   // model never opens one). Errors name the file.
-  static absl::StatusOr<std::unique_ptr<ModelContext>> LoadModelFor(const ServerConfig& config);
+  static absl::StatusOr<std::unique_ptr<session::LoadedModel>> LoadModelFor(
+      const ServerConfig& config);
   // Same with an already loaded model (tests).
-  absl::Status ServeModel(std::unique_ptr<ModelContext> model);
+  absl::Status ServeModel(std::unique_ptr<session::LoadedModel> model);
 
   // Stops admitting requests (UNAVAILABLE), reports NOT_SERVING, waits for in-flight requests
   // up to drain_grace_seconds, then cancels what remains and shuts the server down.

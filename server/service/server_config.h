@@ -7,19 +7,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/session/request.h"
 
 namespace attnscope::service {
 
-struct ServerLimits {
-  int max_prompt_tokens = 4096;
-  int max_new_tokens = 1024;
-  int max_total_tokens = 4096;
-  uint64_t max_capture_bytes = 4ull << 30;  // worst-case layers x heads x T x T x dtype bytes
-  int default_max_new_tokens = 32;          // when a request leaves max_new_tokens at 0
-  // Largest unary reply (an AnalyzeHeads report with term submatrices grows with prompt
-  // length x layers x heads); a bigger one is refused with RESOURCE_EXHAUSTED naming this key.
-  uint64_t max_reply_bytes = 64ull << 20;
-};
+// The `limits` keys: what every request is checked against (server/session/request.h).
+using ServerLimits = session::RequestLimits;
 
 struct StreamingOptions {
   uint64_t max_message_bytes = 1 << 20;   // data bytes of one AttentionChunk

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<attnscope::service::AttnScopeServer> server;
   std::atomic<bool> serving{false};
   std::thread loader([&] {
-    absl::StatusOr<std::unique_ptr<attnscope::service::ModelContext>> model =
+    absl::StatusOr<std::unique_ptr<attnscope::session::LoadedModel>> model =
         attnscope::service::AttnScopeServer::LoadModelFor(config);
     if (!model.ok()) {
       spdlog::error("cannot load the model: {}", std::string(model.status().message()));

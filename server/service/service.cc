@@ -9,13 +9,11 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "analysis/analyzer.h"
-#include "analysis/detectors.h"
 #include "analysis/report.h"
-#include "server/engine/analysis_observer.h"
 #include "server/service/attention_chunker.h"
 #include "server/service/response_stream.h"
 #include "server/service/status_util.h"
+#include "server/session/request_proto.h"
 
 namespace attnscope::service {
 namespace {
@@ -169,7 +167,7 @@ class GenerateReactor;
 struct GenerateCall {
   std::shared_ptr<RequestRecord> record;
   std::shared_ptr<ResponseStream> stream;
-  PreparedGeneration prepared;
+  session::PreparedGeneration prepared;
   std::chrono::system_clock::time_point deadline;
 };
 
@@ -252,32 +250,6 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
-// AnalysisObserver that also stops on cancellation and deadline.
-class CancellableAnalysisObserver : public AnalysisObserver {
- public:
-  CancellableAnalysisObserver(analysis::AnalysisInput input, analysis::AnalysisOptions options,
-                              TokenStringFn token_string,
-                              std::shared_ptr<std::atomic<bool>> cancelled,
-                              std::chrono::system_clock::time_point deadline)
-      : AnalysisObserver(std::move(input), std::move(options), std::move(token_string)),
-        cancelled_(std::move(cancelled)),
-        deadline_(deadline) {}
-  absl::Status OnToken(int64_t token_id, int position) override {
-    ++generated_;
-    return AnalysisObserver::OnToken(token_id, position);
-  }
-  absl::Status CheckContinue() override {
-    if (cancelled_->load()) return absl::CancelledError("cancelled by the client");
-    return DeadlineCheck(deadline_);
-  }
-  int generated() const { return generated_; }
-
- private:
-  std::shared_ptr<std::atomic<bool>> cancelled_;
-  std::chrono::system_clock::time_point deadline_;
-  int generated_ = 0;
-};
-
 void FillTimings(const GenerationResult& result, double queue_seconds, Clock::time_point arrival,
                  v1::Timings* timings) {
   timings->set_queue_seconds(queue_seconds);
@@ -327,18 +299,12 @@ AttnScopeService::AttnScopeService(ServerConfig config, ApiKeyTable keys)
 
 AttnScopeService::~AttnScopeService() { worker_.reset(); }
 
-void AttnScopeService::SetModel(std::unique_ptr<ModelContext> model) {
+void AttnScopeService::SetModel(std::unique_ptr<session::LoadedModel> model) {
   model_ = std::move(model);
   model_ready_.store(true);
 }
 
-ModelView AttnScopeService::model_view() const {
-  ModelView view;
-  view.config = &model_->config();
-  view.tools = &model_->tools;
-  view.model_dir = model_->engine->options().model_dir;
-  return view;
-}
+session::ModelView AttnScopeService::model_view() const { return model_->view(); }
 
 absl::StatusOr<Admission> AttnScopeService::Admit(grpc::CallbackServerContext* context) {
   Admission admission;
@@ -410,8 +376,10 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
   auto call = std::make_shared<GenerateCall>();
   call->record = record;
   call->deadline = context->deadline();
-  const ModelView view = model_view();
-  absl::StatusOr<PreparedGeneration> prepared = PrepareGeneration(*request, view, config_.limits);
+  absl::StatusOr<session::Request> converted = session::FromProto(*request);
+  absl::StatusOr<session::PreparedGeneration> prepared =
+      converted.ok() ? session::PrepareGeneration(*converted, model_view(), config_.limits)
+                     : absl::StatusOr<session::PreparedGeneration>(converted.status());
   if (!prepared.ok()) {
     reactor->FinishNow(ToGrpcStatus(prepared.status()));
     return reactor;
@@ -428,14 +396,14 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
       [reactor] { reactor->CancelFromServer(); });
   reactor->Start(call->stream);
 
-  ModelContext* model = model_.get();
+  const session::LoadedModel* model = model_.get();
   const uint64_t max_chunk_bytes = config_.streaming.max_message_bytes;
   absl::Status submitted = worker_->Submit([call, model, max_chunk_bytes, this] {
     RequestRecord& rec = *call->record;
     rec.queue_seconds = SecondsSince(rec.admission.arrival);
     ResponseStream& stream = *call->stream;
     if (!stream.CheckOpen().ok()) return;  // cancelled while waiting
-    const PreparedGeneration& p = call->prepared;
+    const session::PreparedGeneration& p = call->prepared;
 
     v1::GenerateResponse header_message;
     v1::Header* header = header_message.mutable_header();
@@ -452,8 +420,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
     v1::ResolvedCapture* capture = header->mutable_capture();
     for (int layer : p.capture.layers) capture->add_layers(layer);
     for (int head : p.capture.heads) capture->add_heads(head);
-    capture->set_dtype(ToWireDType(p.capture.dtype));
-    capture->set_rows(ToWireRows(p.capture.rows));
+    capture->set_dtype(session::ToWireDType(p.capture.dtype));
+    capture->set_rows(session::ToWireRows(p.capture.rows));
     header->set_estimated_capture_bytes(p.estimated_capture_bytes);
     header->set_max_chunk_bytes(max_chunk_bytes);
     header->set_queue_seconds(rec.queue_seconds);
@@ -466,10 +434,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
                                return stream.Push(std::move(message));
                              });
     StreamObserver observer(&stream, &chunker, model->tokenizer(), call->deadline);
-    absl::StatusOr<GenerationResult> result =
-        model->engine->Generate(p.prompt.ids, p.params, p.capture, &observer);
+    absl::StatusOr<session::CaptureOutcome> outcome = session::RunCapture(*model, p, &observer);
     rec.generated_tokens = observer.generated();
-    absl::Status status = result.status();
+    absl::Status status = outcome.status();
     if (status.ok()) status = chunker.Flush();
     rec.attention_bytes = chunker.bytes_sent();
     if (!status.ok()) {
@@ -478,16 +445,16 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
     }
     v1::GenerateResponse final_message;
     v1::Final* final = final_message.mutable_final();
-    std::vector<int64_t> generated(result->token_ids.begin() + result->prompt_length,
-                                   result->token_ids.end());
+    const GenerationResult& result = outcome->result;
+    std::vector<int64_t> generated(result.token_ids.begin() + result.prompt_length,
+                                   result.token_ids.end());
     for (int64_t id : generated) final->add_generated_ids(id);
-    if (model->tokenizer() != nullptr)
-      final->set_generated_text(model->tokenizer()->Decode(generated, true));
-    final->set_stop_reason(result->stop_reason);
-    final->set_prompt_tokens(result->prompt_length);
+    final->set_generated_text(outcome->generated_text);
+    final->set_stop_reason(result.stop_reason);
+    final->set_prompt_tokens(result.prompt_length);
     final->set_generated_tokens(static_cast<int32_t>(generated.size()));
     rec.generated_tokens = static_cast<int>(generated.size());
-    FillTimings(*result, rec.queue_seconds, rec.admission.arrival, final->mutable_timings());
+    FillTimings(result, rec.queue_seconds, rec.admission.arrival, final->mutable_timings());
     final->set_total_chunks(chunker.chunks_sent());
     final->set_total_attention_bytes(chunker.bytes_sent());
     final->set_data_crc32(chunker.data_crc32());
@@ -506,190 +473,79 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   record->client_tag = request->client_tag().substr(0, 128);
   auto* reactor = new UnaryCall(record);
   if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
-  const ModelView view = model_view();
-  const ModelConfig& model_config = *view.config;
-  const v1::AnalysisSpec& spec = request->analysis();
-
   // Everything is checked here, before the request joins the queue.
-  auto fail = [&](const absl::Status& status) {
-    reactor->FinishOnce(ToGrpcStatus(status), nullptr);
+  absl::StatusOr<session::Request> converted = session::FromProto(*request);
+  absl::StatusOr<session::PreparedAnalysis> prepared =
+      converted.ok() ? session::PrepareAnalysis(*converted, model_view(), config_.limits)
+                     : absl::StatusOr<session::PreparedAnalysis>(converted.status());
+  if (!prepared.ok()) {
+    reactor->FinishOnce(ToGrpcStatus(prepared.status()), nullptr);
     return reactor;
-  };
-  absl::StatusOr<GenerationParams> params =
-      ValidateGenerationParams(request->generation(), view, config_.limits);
-  if (!params.ok()) return fail(params.status());
-  v1::CaptureSpec capture_request;
-  *capture_request.mutable_layers() = spec.layers();
-  *capture_request.mutable_heads() = spec.heads();
-  absl::StatusOr<CaptureSpec> capture =
-      ValidateCaptureSpec(capture_request, model_config, "analysis");
-  if (!capture.ok()) return fail(capture.status());
-  for (const auto& [field, value] :
-       {std::pair<const char*, int>{"analysis.query_positions", spec.query_positions()},
-        {"analysis.top_k", spec.top_k()},
-        {"analysis.beginning_k", spec.beginning_k()},
-        {"analysis.top_terms", spec.top_terms()}}) {
-    if (value < 0) {
-      return fail(absl::InvalidArgumentError(
-          absl::StrCat(field, " = ", value, ": must be >= 0 (0 means the default)")));
-    }
   }
-  if (!(spec.self_threshold() >= 0) || !(spec.focused_entropy_threshold() >= 0)) {
-    return fail(absl::InvalidArgumentError(
-        "analysis.self_threshold and analysis.focused_entropy_threshold must be >= 0"));
-  }
+  record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
 
-  analysis::AnalysisOptions options;
-  if (spec.beginning_k() > 0) options.metrics.beginning_columns = spec.beginning_k();
-  if (spec.self_threshold() > 0) options.metrics.self_threshold = spec.self_threshold();
-  if (spec.focused_entropy_threshold() > 0) {
-    options.metrics.focused_entropy = spec.focused_entropy_threshold();
-  }
-  if (spec.terms_size() > 0) options.terms.assign(spec.terms().begin(), spec.terms().end());
-  options.queries.assign(spec.queries().begin(), spec.queries().end());
-  if (spec.query_positions() > 0) options.max_query_positions = spec.query_positions();
-  if (spec.top_k() > 0) options.top_k_keys = spec.top_k();
-  if (spec.top_terms() > 0) options.top_terms = spec.top_terms();
-  options.top_k_per_head = spec.top_k_per_head();
-  options.term_submatrix = spec.include_term_submatrix();
-
-  PreparedPrompt prompt;
-  if (spec.has_induction_probe()) {
-    const int n = spec.induction_probe().length();
-    if (n < 2) {
-      return fail(absl::InvalidArgumentError(
-          absl::StrCat("analysis.induction_probe.length = ", n, ": must be >= 2")));
-    }
-    // The probe is n random tokens twice: check its length before building it (a huge n
-    // would allocate gigabytes first).
-    const int64_t probe_tokens = 2 * static_cast<int64_t>(n);
-    if (probe_tokens > config_.limits.max_prompt_tokens) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "analysis.induction_probe.length = ", n, ": the probe has 2 x length = ", probe_tokens,
-          " tokens, which exceeds the server limit limits.max_prompt_tokens = ",
-          config_.limits.max_prompt_tokens)));
-    }
-    // Draw from ordinary tokens: below the special tokens at the top of the vocabulary (as
-    // the command line's local analyze does, so both give the same probe).
-    int64_t end = model_config.vocab_size;
-    if (view.tokenizer() != nullptr) {
-      end = std::min<int64_t>(end, view.tokenizer()->vocab_size());
-      while (end > 1 && view.tokenizer()->IsSpecial(end - 1)) --end;
-    }
-    prompt.ids = analysis::MakeInductionProbe(n, spec.induction_probe().seed(), 0, end);
-    options.induction = analysis::InductionProbe{n, 0};
-    params->max_new_tokens = 0;  // the probe scores its own rows; nothing to generate
-    if (view.tokenizer() != nullptr) {
-      for (int64_t id : prompt.ids) prompt.tokens.push_back(view.tokenizer()->TokenString(id));
-    }
-  } else {
-    absl::StatusOr<PreparedPrompt> resolved = ResolveRequestInput(*request, view);
-    if (!resolved.ok()) return fail(resolved.status());
-    prompt = *std::move(resolved);
-  }
-  const int prompt_tokens = static_cast<int>(prompt.ids.size());
-  absl::Status limits =
-      CheckTokenLimits(prompt_tokens, params->max_new_tokens, model_config, config_.limits);
-  if (!limits.ok()) return fail(limits);
-  record->input_tokens = prompt_tokens;
-
-  analysis::AnalysisInput input;
-  input.token_ids = prompt.ids;
-  input.tokens = prompt.tokens;
-  input.prompt_length = prompt_tokens;
-  input.text = prompt.text;
-  for (const auto& [begin, end] : prompt.spans) {
-    input.spans.push_back({static_cast<int>(begin), static_cast<int>(end)});
-  }
-
-  ModelContext* model = model_.get();
+  const session::LoadedModel* model = model_.get();
   const auto deadline = context->deadline();
   auto state = reactor->state();
-  absl::Status submitted = worker_->Submit(
-      [state, record, model, deadline, response, prompt_ids = prompt.ids,
-       max_reply_bytes = config_.limits.max_reply_bytes, probe = spec.has_induction_probe(),
-       params = *std::move(params), capture = *std::move(capture), input = std::move(input),
-       options = std::move(options)]() mutable {
-        record->queue_seconds = SecondsSince(record->admission.arrival);
-        if (state->cancelled->load()) return;
-        const Tokenizer* tokenizer = model->tokenizer();
-        AnalysisObserver::TokenStringFn token_string;
-        if (tokenizer != nullptr) {
-          token_string = [tokenizer](int64_t id) { return tokenizer->TokenString(id); };
+  absl::Status submitted = worker_->Submit([state, record, model, deadline, response,
+                                            max_reply_bytes = config_.limits.max_reply_bytes,
+                                            prepared = *std::move(prepared)]() mutable {
+    record->queue_seconds = SecondsSince(record->admission.arrival);
+    if (state->cancelled->load()) return;
+    absl::StatusOr<session::AnalysisOutcome> outcome =
+        session::RunAnalysis(*model, prepared, [&state, deadline]() -> absl::Status {
+          if (state->cancelled->load()) return absl::CancelledError("cancelled by the client");
+          return DeadlineCheck(deadline);
+        });
+    if (!outcome.ok()) {
+      UnaryCall::FinishOnce(state, ToGrpcStatus(outcome.status()), nullptr);
+      return;
+    }
+    record->generated_tokens = outcome->generated_tokens;
+    const analysis::HeadReport* report = &outcome->report;
+    const GenerationResult* result = &outcome->result;
+    const std::string& text = outcome->generated_text;
+    v1::AnalyzeResponse reply;
+    reply.set_request_id(record->admission.request_id);
+    reply.set_report_json(analysis::ReportToJson(*report).dump());
+    for (const analysis::LayerReport& layer : report->layers) {
+      v1::LayerSummary* summary = reply.add_layers();
+      summary->set_layer(layer.layer);
+      summary->set_num_heads(layer.stats.num_heads);
+      summary->set_seq_length(layer.stats.seq_length);
+      summary->set_mean_attention(layer.stats.mean_attention);
+      summary->set_max_attention(layer.stats.max_attention);
+      summary->set_attention_entropy(layer.stats.attention_entropy);
+      for (const analysis::HeadEntry& head : layer.heads) {
+        v1::HeadSummary* row = reply.add_heads();
+        row->set_layer(layer.layer);
+        row->set_head(head.head);
+        FillHeadMetrics(head.metrics, row->mutable_all_rows());
+        if (head.generated_rows) {
+          FillHeadMetrics(*head.generated_rows, row->mutable_generated_rows());
         }
-        CancellableAnalysisObserver observer(std::move(input), std::move(options), token_string,
-                                             state->cancelled, deadline);
-        absl::StatusOr<GenerationResult> result;
-        if (probe) {
-          // One uncached forward over the probe, as the local analyze does.
-          absl::StatusOr<std::vector<float>> logits =
-              model->engine->Forward(prompt_ids, capture, &observer);
-          if (logits.ok()) {
-            result = GenerationResult();
-            result->token_ids = prompt_ids;
-            result->prompt_length = static_cast<int>(prompt_ids.size());
-            result->stop_reason = "probe";
-          } else {
-            result = logits.status();
-          }
-        } else {
-          result = model->engine->Generate(prompt_ids, params, capture, &observer);
-        }
-        record->generated_tokens = observer.generated();
-        if (!result.ok()) {
-          UnaryCall::FinishOnce(state, ToGrpcStatus(result.status()), nullptr);
-          return;
-        }
-        std::vector<int64_t> generated(result->token_ids.begin() + result->prompt_length,
-                                       result->token_ids.end());
-        const std::string text = tokenizer != nullptr ? tokenizer->Decode(generated, true) : "";
-        absl::StatusOr<analysis::HeadReport> report = observer.Finish(text);
-        if (!report.ok()) {
-          UnaryCall::FinishOnce(state, ToGrpcStatus(report.status()), nullptr);
-          return;
-        }
-        v1::AnalyzeResponse reply;
-        reply.set_request_id(record->admission.request_id);
-        reply.set_report_json(analysis::ReportToJson(*report).dump());
-        for (const analysis::LayerReport& layer : report->layers) {
-          v1::LayerSummary* summary = reply.add_layers();
-          summary->set_layer(layer.layer);
-          summary->set_num_heads(layer.stats.num_heads);
-          summary->set_seq_length(layer.stats.seq_length);
-          summary->set_mean_attention(layer.stats.mean_attention);
-          summary->set_max_attention(layer.stats.max_attention);
-          summary->set_attention_entropy(layer.stats.attention_entropy);
-          for (const analysis::HeadEntry& head : layer.heads) {
-            v1::HeadSummary* row = reply.add_heads();
-            row->set_layer(layer.layer);
-            row->set_head(head.head);
-            FillHeadMetrics(head.metrics, row->mutable_all_rows());
-            if (head.generated_rows) {
-              FillHeadMetrics(*head.generated_rows, row->mutable_generated_rows());
-            }
-            row->set_type(head.metrics.type);
-          }
-        }
-        for (int64_t id : result->token_ids) reply.add_token_ids(id);
-        reply.set_prompt_length(result->prompt_length);
-        reply.set_generated_text(text);
-        reply.set_stop_reason(result->stop_reason);
-        FillTimings(*result, record->queue_seconds, record->admission.arrival,
-                    reply.mutable_timings());
-        const uint64_t reply_bytes = reply.ByteSizeLong();
-        if (reply_bytes > max_reply_bytes) {
-          UnaryCall::FinishOnce(
-              state,
-              ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-                  "the AnalyzeHeads reply is ", reply_bytes,
-                  " bytes, over the server limit limits.max_reply_bytes = ", max_reply_bytes,
-                  "; ask for fewer analysis.layers / analysis.heads or no "
-                  "include_term_submatrix"))),
-              nullptr);
-          return;
-        }
-        UnaryCall::FinishOnce(state, grpc::Status::OK, [&] { *response = std::move(reply); });
-      });
+        row->set_type(head.metrics.type);
+      }
+    }
+    for (int64_t id : result->token_ids) reply.add_token_ids(id);
+    reply.set_prompt_length(result->prompt_length);
+    reply.set_generated_text(text);
+    reply.set_stop_reason(result->stop_reason);
+    FillTimings(*result, record->queue_seconds, record->admission.arrival, reply.mutable_timings());
+    const uint64_t reply_bytes = reply.ByteSizeLong();
+    if (reply_bytes > max_reply_bytes) {
+      UnaryCall::FinishOnce(
+          state,
+          ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+              "the AnalyzeHeads reply is ", reply_bytes,
+              " bytes, over the server limit limits.max_reply_bytes = ", max_reply_bytes,
+              "; ask for fewer analysis.layers / analysis.heads or no "
+              "include_term_submatrix"))),
+          nullptr);
+      return;
+    }
+    UnaryCall::FinishOnce(state, grpc::Status::OK, [&] { *response = std::move(reply); });
+  });
   if (!submitted.ok()) reactor->FinishOnce(ToGrpcStatus(submitted), nullptr);
   return reactor;
 }
@@ -723,15 +579,18 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
   record->method = "Tokenize";
   auto* reactor = new UnaryCall(record);
   if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
-  const ModelView view = model_view();
-  absl::StatusOr<PreparedPrompt> input = ResolveRequestInput(*request, view);
+  const session::ModelView view = model_view();
+  absl::StatusOr<session::Request> converted = session::FromProto(*request);
+  absl::StatusOr<PreparedPrompt> input = converted.ok()
+                                             ? session::ResolvePromptInput(converted->input, view)
+                                             : absl::StatusOr<PreparedPrompt>(converted.status());
   if (!input.ok()) {
     reactor->FinishOnce(ToGrpcStatus(input.status()), nullptr);
     return reactor;
   }
   if (static_cast<int>(input->ids.size()) > config_.limits.max_prompt_tokens) {
-    reactor->FinishOnce(ToGrpcStatus(CheckTokenLimits(static_cast<int>(input->ids.size()), 0,
-                                                      *view.config, config_.limits)),
+    reactor->FinishOnce(ToGrpcStatus(session::CheckTokenLimits(static_cast<int>(input->ids.size()),
+                                                               0, *view.config, config_.limits)),
                         nullptr);
     return reactor;
   }

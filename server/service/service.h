@@ -1,7 +1,7 @@
 // The attnscope.v1.AttnScope gRPC service (callback API): admission (draining, model loaded,
-// API key, per-key concurrency), request validation before any model work, the engine worker
-// queue, and the streaming/analysis/tokenize handlers. Transport only: the engine, tokenizer
-// and analysis do the work.
+// API key, per-key concurrency), the engine worker queue, and the streaming/analysis/tokenize
+// handlers. Transport only: each handler converts the proto (server/session/request_proto.h),
+// admits, calls the session library (validation, prompt, engine, report) and moves bytes.
 #pragma once
 
 #include <atomic>
@@ -13,9 +13,9 @@
 #include "attnscope/v1/attnscope.grpc.pb.h"
 #include "server/service/api_keys.h"
 #include "server/service/engine_worker.h"
-#include "server/service/model_context.h"
-#include "server/service/request_validation.h"
 #include "server/service/server_config.h"
+#include "server/session/prepare.h"
+#include "server/session/session.h"
 
 namespace attnscope::service {
 
@@ -46,12 +46,12 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   ~AttnScopeService() override;
 
   // Makes the model available to requests (once, after it is loaded and warmed).
-  void SetModel(std::unique_ptr<ModelContext> model);
+  void SetModel(std::unique_ptr<session::LoadedModel> model);
   bool model_ready() const { return model_ready_.load(); }
   // From now on new requests get UNAVAILABLE; in-flight ones continue.
   void BeginDrain() { draining_.store(true); }
   int in_flight() const { return in_flight_.load(); }
-  ModelView model_view() const;
+  session::ModelView model_view() const;
   // The engine's queue (tests watch it to know when a request runs or waits).
   const EngineWorker& worker() const { return *worker_; }
 
@@ -73,7 +73,7 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
 
   const ServerConfig config_;
   const ApiKeyTable keys_;
-  std::unique_ptr<ModelContext> model_;
+  std::unique_ptr<session::LoadedModel> model_;
   std::atomic<bool> model_ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};

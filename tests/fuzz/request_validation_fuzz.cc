@@ -1,5 +1,6 @@
-// libFuzzer target: attnscope.v1 requests built from fuzz bytes, through the same validation
-// the service runs before any model work (server/service/request_validation.h), against the
+// libFuzzer target: attnscope.v1 requests built from fuzz bytes, through the same conversion
+// and validation the service runs before any model work (server/session/request_proto.h,
+// server/session/prepare.h), against the
 // tiny default model's config and tokenizer. Validation must answer with a status, never crash,
 // hang or allocate without bound, whatever the numbers, strings and ids.
 #include <unistd.h>
@@ -11,8 +12,8 @@
 #include "attnscope/v1/attnscope.pb.h"
 #include "server/engine/prompt.h"
 #include "server/model/model_config.h"
-#include "server/service/request_validation.h"
-#include "server/service/server_config.h"
+#include "server/session/prepare.h"
+#include "server/session/request_proto.h"
 #include "server/tokenizer/tokenizer.h"
 
 namespace {
@@ -20,8 +21,8 @@ namespace {
 struct Fixture {
   attnscope::ModelConfig config;
   attnscope::ModelTextTools tools;
-  attnscope::service::ModelView view;
-  attnscope::service::ServerLimits limits;
+  attnscope::session::ModelView view;
+  attnscope::session::RequestLimits limits;
 };
 
 const Fixture& GetFixture() {
@@ -58,7 +59,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Fixture& fixture = GetFixture();
   attnscope::v1::GenerateRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  auto prepared = attnscope::service::PrepareGeneration(request, fixture.view, fixture.limits);
+  auto converted = attnscope::session::FromProto(request);
+  if (!converted.ok()) {
+    if (converted.status().message().empty()) __builtin_trap();  // every refusal says why
+    return 0;
+  }
+  auto prepared = attnscope::session::PrepareGeneration(*converted, fixture.view, fixture.limits);
   if (prepared.ok()) {
     // What validation accepted must respect the limits it enforces.
     const int total = static_cast<int>(prepared->prompt.ids.size()) + prepared->max_new_tokens;

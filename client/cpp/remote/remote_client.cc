@@ -11,37 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "attnscope/v1/attnscope.grpc.pb.h"
+#include "server/session/request_proto.h"
 
 namespace attnscope::remote {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-absl::StatusOr<CaptureDType> FromWireDType(v1::DType dtype) {
-  switch (dtype) {
-    case v1::DTYPE_UNSPECIFIED:
-    case v1::DTYPE_FLOAT32:
-      return CaptureDType::kFloat32;
-    case v1::DTYPE_FLOAT16:
-      return CaptureDType::kFloat16;
-    case v1::DTYPE_BFLOAT16:
-      return CaptureDType::kBFloat16;
-    default:
-      return absl::DataLossError(
-          absl::StrCat("stream: unknown dtype ", static_cast<int>(dtype), " in the header"));
-  }
-}
-
-CaptureRows FromWireRows(v1::RowSelection rows) {
-  switch (rows) {
-    case v1::ROWS_PROMPT_ONLY:
-      return CaptureRows::kPromptOnly;
-    case v1::ROWS_GENERATED_ONLY:
-      return CaptureRows::kGeneratedOnly;
-    default:
-      return CaptureRows::kAll;
-  }
-}
 
 absl::Status Broken(const std::string& message) {
   return absl::DataLossError(absl::StrCat("incomplete or corrupt stream: ", message));
@@ -99,10 +74,14 @@ absl::Status CaptureStreamReceiver::OnMessage(const v1::GenerateResponse& messag
       CaptureSpec spec;
       spec.layers.assign(capture.layers().begin(), capture.layers().end());
       spec.heads.assign(capture.heads().begin(), capture.heads().end());
-      absl::StatusOr<CaptureDType> dtype = FromWireDType(capture.dtype());
-      if (!dtype.ok()) return dtype.status();
+      absl::StatusOr<CaptureDType> dtype =
+          session::FromWireDType(capture.dtype(), "header.capture.dtype");
+      if (!dtype.ok()) return Broken(std::string(dtype.status().message()));
       spec.dtype = *dtype;
-      spec.rows = FromWireRows(capture.rows());
+      absl::StatusOr<CaptureRows> rows =
+          session::FromWireRows(capture.rows(), "header.capture.rows");
+      if (!rows.ok()) return Broken(std::string(rows.status().message()));
+      spec.rows = *rows;
       header_ = message.header();
       assembler_.emplace(std::move(spec));
       return absl::OkStatus();

@@ -1,0 +1,83 @@
+// A session::Request checked against the loaded model and the limits, and turned into engine
+// inputs, BEFORE any model work. The one validator of the product: the service and the
+// command line's local mode both call it. Each failure is a status whose message names the
+// field (wire names: generation.max_new_tokens, capture.layers, ...), the bad value and the
+// limit.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "analysis/analyzer.h"
+#include "server/engine/capture_spec.h"
+#include "server/engine/engine.h"
+#include "server/engine/prompt.h"
+#include "server/model/model_config.h"
+#include "server/session/request.h"
+#include "server/tokenizer/tokenizer.h"
+
+namespace attnscope::session {
+
+// The parts of the loaded model that validation needs (no engine, so it is testable alone).
+struct ModelView {
+  const ModelConfig* config = nullptr;
+  const ModelTextTools* tools = nullptr;  // tokenizer / chat template, either may be absent
+  std::string model_dir;                  // for error messages
+  const Tokenizer* tokenizer() const { return tools ? tools->tokenizer.get() : nullptr; }
+};
+
+struct PreparedGeneration {
+  PreparedPrompt prompt;
+  GenerationParams params;
+  CaptureSpec capture;  // resolved against the model; empty layers when disabled
+  int max_new_tokens = 0;
+  uint64_t estimated_capture_bytes = 0;
+};
+
+struct PreparedAnalysis {
+  PreparedPrompt prompt;    // the probe's ids (and token strings) for a probe
+  GenerationParams params;  // max_new_tokens 0 for a probe
+  CaptureSpec capture;      // analysis.layers / analysis.heads, float32, every row
+  analysis::AnalysisOptions options;
+  analysis::AnalysisInput input;
+  bool probe = false;  // one uncached forward over the prompt, nothing generated
+};
+
+// Checks the sampling parameters and resolves max_new_tokens (the configured default for 0).
+absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& spec,
+                                                          const ModelView& model,
+                                                          const RequestLimits& limits);
+
+// Resolves layers and heads (negatives from the end). Messages name the fields as
+// `field_prefix`.layers etc. (analysis requests pass "analysis").
+absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const CaptureRequest& spec,
+                                                const ModelConfig& config,
+                                                const std::string& field_prefix = "capture");
+
+// Checks that the input is present and non-empty and that ids are inside the vocabulary,
+// then prepares it (server/engine/prompt.h).
+absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInput>& input,
+                                                  const ModelView& model);
+
+// Prompt length, total length and capture size against the limits.
+absl::Status CheckTokenLimits(int prompt_tokens, int max_new_tokens, const ModelConfig& config,
+                              const RequestLimits& limits);
+absl::Status CheckCaptureBytes(const CaptureSpec& capture, int total_tokens,
+                               const RequestLimits& limits, uint64_t* estimate);
+
+// The analyzer's options for `spec`: 0 / empty fields take analysis::AnalysisOptions's
+// defaults (the one place they are written). Checks the spec first (CheckAnalysisSpec).
+absl::StatusOr<analysis::AnalysisOptions> ResolveAnalysisOptions(const AnalysisSpec& spec);
+
+// Everything for a capture, in the order: parameters, capture spec, input, limits.
+absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, const ModelView& model,
+                                                     const RequestLimits& limits);
+
+// Everything for an analysis: parameters, layers/heads, analysis options with their
+// defaults, the probe (drawn from the ordinary vocabulary) or the input, limits.
+absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const ModelView& model,
+                                                 const RequestLimits& limits);
+
+}  // namespace attnscope::session

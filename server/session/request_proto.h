@@ -1,0 +1,30 @@
+// The one place where a session::Request meets attnscope.v1: the command line's remote mode
+// converts its Request to the proto, the service converts the proto back. Built only with gRPC.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "attnscope/v1/attnscope.pb.h"
+#include "server/engine/capture_spec.h"
+#include "server/session/request.h"
+
+namespace attnscope::session {
+
+v1::GenerateRequest ToGenerateRequest(const Request& request);
+v1::AnalyzeRequest ToAnalyzeRequest(const Request& request);
+// Input only (text, messages or ids, plain_text).
+v1::TokenizeRequest ToTokenizeRequest(const Request& request);
+
+// Unknown enum values are INVALID_ARGUMENT naming the field (capture.dtype = 9: ...).
+absl::StatusOr<Request> FromProto(const v1::GenerateRequest& request);
+absl::StatusOr<Request> FromProto(const v1::AnalyzeRequest& request);
+absl::StatusOr<Request> FromProto(const v1::TokenizeRequest& request);
+
+v1::DType ToWireDType(CaptureDType dtype);
+v1::RowSelection ToWireRows(CaptureRows rows);
+// UNSPECIFIED is float32. `field` names the value in the error of an unknown one.
+absl::StatusOr<CaptureDType> FromWireDType(int dtype, const std::string& field);
+absl::StatusOr<CaptureRows> FromWireRows(int rows, const std::string& field);
+
+}  // namespace attnscope::session

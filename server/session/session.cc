@@ -1,0 +1,123 @@
+#include "server/session/session.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "server/engine/analysis_observer.h"
+
+namespace attnscope::session {
+namespace {
+
+// AnalysisObserver that counts generated tokens and stops when told to.
+class StoppableAnalysisObserver : public AnalysisObserver {
+ public:
+  StoppableAnalysisObserver(analysis::AnalysisInput input, analysis::AnalysisOptions options,
+                            TokenStringFn token_string,
+                            std::function<absl::Status()> check_continue)
+      : AnalysisObserver(std::move(input), std::move(options), std::move(token_string)),
+        check_continue_(std::move(check_continue)) {}
+  absl::Status OnToken(int64_t token_id, int position) override {
+    ++generated_;
+    return AnalysisObserver::OnToken(token_id, position);
+  }
+  absl::Status CheckContinue() override {
+    return check_continue_ ? check_continue_() : absl::OkStatus();
+  }
+  int generated() const { return generated_; }
+
+ private:
+  std::function<absl::Status()> check_continue_;
+  int generated_ = 0;
+};
+
+std::string DecodeContinuation(const LoadedModel& model, const GenerationResult& result) {
+  if (model.tokenizer() == nullptr) return "";
+  return model.tokenizer()->Decode(
+      std::vector<int64_t>(result.token_ids.begin() + result.prompt_length, result.token_ids.end()),
+      /*skip_special_tokens=*/true);
+}
+
+}  // namespace
+
+ModelView LoadedModel::view() const {
+  ModelView view;
+  view.config = &config();
+  view.tools = &tools;
+  view.model_dir = engine->options().model_dir;
+  return view;
+}
+
+std::string LoadedModel::label() const { return absl::StrCat(name, " ", config().config_hash); }
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const EngineOptions& options) {
+  auto model = std::make_unique<LoadedModel>();
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(options);
+  if (!engine.ok()) return engine.status();
+  model->engine = *std::move(engine);
+  std::string name = options.model_dir;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  model->name = std::filesystem::path(name).filename().string();
+  absl::StatusOr<ModelTextTools> tools = LoadModelTextTools(options.model_dir);
+  if (!tools.ok()) {
+    return absl::Status(
+        tools.status().code(),
+        absl::StrCat("tokenizer files of ", options.model_dir, ": ", tools.status().message()));
+  }
+  model->tools = *std::move(tools);
+  return model;
+}
+
+absl::StatusOr<CaptureOutcome> RunCapture(const LoadedModel& model,
+                                          const PreparedGeneration& prepared,
+                                          GenerationObserver* sink) {
+  absl::StatusOr<GenerationResult> result =
+      model.engine->Generate(prepared.prompt.ids, prepared.params, prepared.capture, sink);
+  if (!result.ok()) return result.status();
+  CaptureOutcome outcome;
+  outcome.result = *std::move(result);
+  outcome.generated_text = DecodeContinuation(model, outcome.result);
+  CaptureMetadata& metadata = outcome.metadata;
+  metadata.prompt_length = outcome.result.prompt_length;
+  metadata.model = model.label();
+  metadata.stop_reason = outcome.result.stop_reason;
+  if (model.tokenizer() != nullptr) {
+    metadata.tokens = TokenStrings(outcome.result.token_ids, model.tools);
+    metadata.generated_text = outcome.generated_text;
+  }
+  return outcome;
+}
+
+absl::StatusOr<AnalysisOutcome> RunAnalysis(const LoadedModel& model,
+                                            const PreparedAnalysis& prepared,
+                                            std::function<absl::Status()> check_continue) {
+  AnalysisObserver::TokenStringFn token_string;
+  if (const Tokenizer* tokenizer = model.tokenizer()) {
+    token_string = [tokenizer](int64_t id) { return tokenizer->TokenString(id); };
+  }
+  StoppableAnalysisObserver observer(prepared.input, prepared.options, token_string,
+                                     std::move(check_continue));
+  AnalysisOutcome outcome;
+  if (prepared.probe) {
+    // One uncached forward over the probe: nothing is generated.
+    absl::StatusOr<std::vector<float>> logits =
+        model.engine->Forward(prepared.prompt.ids, prepared.capture, &observer);
+    if (!logits.ok()) return logits.status();
+    outcome.result.token_ids = prepared.prompt.ids;
+    outcome.result.prompt_length = static_cast<int>(prepared.prompt.ids.size());
+    outcome.result.stop_reason = "probe";
+  } else {
+    absl::StatusOr<GenerationResult> result =
+        model.engine->Generate(prepared.prompt.ids, prepared.params, prepared.capture, &observer);
+    outcome.generated_tokens = observer.generated();
+    if (!result.ok()) return result.status();
+    outcome.result = *std::move(result);
+  }
+  outcome.generated_tokens = observer.generated();
+  outcome.generated_text = DecodeContinuation(model, outcome.result);
+  absl::StatusOr<analysis::HeadReport> report = observer.Finish(outcome.generated_text);
+  if (!report.ok()) return report.status();
+  outcome.report = *std::move(report);
+  return outcome;
+}
+
+}  // namespace attnscope::session
