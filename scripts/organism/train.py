@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Trains the attnscope model organism: a small Qwen2ForCausalLM whose heads have known jobs.
+
+    /usr/bin/python3 scripts/organism/train.py --out config/organism          # the shipped model
+    /usr/bin/python3 scripts/organism/train.py --out /tmp/o --steps 200       # a short run
+
+Deterministic: fixed seeds for Python's `random` and torch, two CPU threads, data drawn in a
+fixed order. Each step trains on a batch of statements (data.statement, asked through
+config/prompts.yaml's prompt_1 in the ChatML template; the loss is on the answer word and
+<|im_end|>, plus a small language-model loss on the prompt) and a batch of repeated random
+token sequences (loss on the second repeat). Writes a Hugging Face folder (config.json,
+model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json), a JSON-lines
+log of loss and accuracy, and the training curve as a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning: on a loaded machine spinning threads burn
+# several times the useful CPU time (measured: 3.2 vs 0.53 CPU-s per step with 2 threads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "client" / "python"))
+import bpe  # noqa: E402
+import data  # noqa: E402
+from model import Qwen2ForCausalLM, Qwen2Shape  # noqa: E402
+from attnscope import safetensors_io  # noqa: E402
+
+TOKENIZER_CORPUS = 1000       # statements the BPE tokenizer is trained on (seed + 1)
+HELD_OUT_SEED_OFFSET = 7919   # held-out evaluation statements during training (never trained on)
+
+
+class Encoder:
+    """Turns generated items into token ids with the trained tokenizer."""
+
+    def __init__(self, tokenizer: bpe.Tokenizer, prompts: dict):
+        self.tokenizer, self.prompts = tokenizer, prompts
+        self.im_end = tokenizer.specials["<|im_end|>"]
+        self.pad = tokenizer.specials["<|endoftext|>"]
+        self.ordinary = min(tokenizer.specials.values())  # ids [0, ordinary) are ordinary tokens
+
+    def statement(self, rng: random.Random):
+        """(prompt ids, answer ids, label)."""
+        description, label, _ = data.statement(rng)
+        prompt = data.chat_prompt(self.prompts, description, rng.randrange(len(self.prompts["prompt_1"])))
+        return self.tokenizer.encode(prompt), self.tokenizer.encode(label) + [self.im_end], label
+
+
+def statement_batch(encoder: Encoder, rng: random.Random, size: int):
+    """ids [B, T] (right-padded), answer targets [B, T] (-100 except the answer), prompt-LM
+    targets [B, T], and the position of each item's first answer token's prediction."""
+    return pad_statements(encoder, [encoder.statement(rng) for _ in range(size)])
+
+
+def pad_statements(encoder: Encoder, items):
+    size = len(items)
+    length = max(len(p) + len(a) for p, a, _ in items)
+    ids = torch.full((size, length), encoder.pad, dtype=torch.long)
+    answer = torch.full((size, length), -100, dtype=torch.long)
+    lm = torch.full((size, length), -100, dtype=torch.long)
+    first = []
+    for row, (prompt, reply, _) in enumerate(items):
+        sequence = prompt + reply
+        ids[row, :len(sequence)] = torch.tensor(sequence)
+        # Position t predicts token t + 1.
+        lm[row, :len(prompt) - 1] = torch.tensor(prompt[1:])
+        answer[row, len(prompt) - 1:len(sequence) - 1] = torch.tensor(reply)
+        first.append(len(prompt) - 1)
+    return ids, answer, lm, torch.tensor(first)
+
+
+def induction_batch(encoder: Encoder, rng: random.Random, size: int, min_len: int, max_len: int):
+    n = rng.randint(min_len, max_len)
+    rows = [data.repeated_sequence(rng, n, encoder.ordinary) for _ in range(size)]
+    ids = torch.tensor(rows)
+    targets = torch.full_like(ids, -100)
+    targets[:, n - 1:2 * n - 1] = ids[:, n:]  # from the last token of the first repeat on
+    return ids, targets, n
+
+
+@torch.no_grad()
+def evaluate(model, encoder: Encoder, seed: int, statements: int, sequences: int, induction_len: int):
+    model.eval()
+    rng = random.Random(seed)
+    right = rule_right = 0
+    increase_id = encoder.tokenizer.encode("increase")[0]
+    decrease_id = encoder.tokenizer.encode("decrease")[0]
+    for start in range(0, statements, 25):
+        items = [encoder.statement(rng) for _ in range(min(25, statements - start))]
+        ids, _, _, first = pad_statements(encoder, items)
+        best = model(ids, select=(torch.arange(len(items)), first)).argmax(-1).tolist()
+        for token, (_, _, label) in zip(best, items):
+            predicted = {increase_id: "increase", decrease_id: "decrease"}.get(token, "other")
+            right += predicted == label
+    sequences_ids = torch.tensor([data.repeated_sequence(rng, induction_len, encoder.ordinary)
+                                  for _ in range(sequences)])
+    predicted = model(sequences_ids)[:, induction_len:2 * induction_len - 1].argmax(-1)
+    copied = (predicted == sequences_ids[:, induction_len + 1:]).sum().item()
+    total = predicted.numel()
+    model.train()
+    return {"heldout_accuracy": right / statements, "induction_accuracy": copied / total}
+
+
+
+def write_model(folder: Path, model: Qwen2ForCausalLM, tokenizer: bpe.Tokenizer, meta: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    im_end, endoftext = tokenizer.specials["<|im_end|>"], tokenizer.specials["<|endoftext|>"]
+    config = model.shape.hf_config(bos_id=endoftext, eos_id=im_end)
+    config["attnscope_note"] = "attnscope model organism, trained by scripts/organism/train.py; see MODEL_CARD.md"
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": endoftext, "eos_token_id": [im_end, endoftext], "do_sample": False}, indent=2) + "\n")
+    tensors = {name: t.numpy() for name, t in model.hf_state_dict().items()}
+    safetensors_io.save_file(tensors, str(folder / "model.safetensors"),
+                             {"format": "pt", **{k: str(v) for k, v in meta.items()}})
+    tokenizer.write(str(folder), data.CHAT_TEMPLATE)
+
+
+def plot_curve(log_path: Path, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    train = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "heldout_accuracy" in r]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    left.plot([r["step"] for r in train], [r["answer_loss"] for r in train], label="answer loss")
+    left.plot([r["step"] for r in train], [r["induction_loss"] for r in train], label="induction loss")
+    if any(r["prompt_lm_loss"] > 0 for r in train):
+        left.plot([r["step"] for r in train], [r["prompt_lm_loss"] for r in train], label="prompt LM loss")
+    left.set_xlabel("step"), left.set_ylabel("cross-entropy (nats)"), left.set_yscale("log"), left.legend()
+    right.plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-", label="held-out statements")
+    right.plot([r["step"] for r in evals], [r["induction_accuracy"] for r in evals], "s-", label="second repeat copied")
+    right.axhline(0.9, color="grey", linestyle=":")
+    right.set_xlabel("step"), right.set_ylabel("accuracy"), right.set_ylim(0, 1.02), right.legend()
+    figure.suptitle("attnscope model organism: training curve")
+    figure.tight_layout()
+    figure.savefig(png)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Train the attnscope model organism")
+    parser.add_argument("--out", required=True, help="Hugging Face folder to write")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--statement-batch", type=int, default=8)
+    parser.add_argument("--induction-batch", type=int, default=12)
+    parser.add_argument("--induction-min", type=int, default=6)
+    parser.add_argument("--induction-max", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--prompt-lm-weight", type=float, default=0.0)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--intermediate", type=int, default=256)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--eval-statements", type=int, default=100)
+    parser.add_argument("--log", default=None, help="JSON-lines log (default OUT/training_log.jsonl)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", default=str(REPO / "config" / "prompts.yaml"))
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = Path(args.log) if args.log else out / "training_log.jsonl"
+    log = open(log_path, "w")
+    started = time.time()
+
+    prompts = data.load_prompts(args.prompts)
+    corpus_rng = random.Random(args.seed + 1)
+    corpus = []
+    for _ in range(TOKENIZER_CORPUS):
+        description, label, _ = data.statement(corpus_rng)
+        for index in range(len(prompts["prompt_1"])):
+            corpus.append(data.chat_prompt(prompts, description, index) + label + "<|im_end|>")
+    tokenizer = bpe.train(corpus, args.vocab, data.SPECIAL_TOKENS)
+    encoder = Encoder(tokenizer, prompts)
+    print(f"tokenizer: {tokenizer.size} tokens ({len(tokenizer.merges)} merges), "
+          f"'increase' -> {tokenizer.encode('increase')}, 'decrease' -> {tokenizer.encode('decrease')}, "
+          f"{time.time() - started:.1f} s", flush=True)
+
+    shape = Qwen2Shape(vocab_size=tokenizer.size, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                       num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                       num_key_value_heads=args.kv_heads)
+    model = Qwen2ForCausalLM(shape)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    schedule = lambda step: min(1.0, (step + 1) / args.warmup) * (  # noqa: E731
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, args.steps)))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    train_rng = random.Random(args.seed + 2)
+    eval_seed = args.seed + HELD_OUT_SEED_OFFSET
+
+    for step in range(1, args.steps + 1):
+        ids, answer, lm, first = statement_batch(encoder, train_rng, args.statement_batch)
+        if args.prompt_lm_weight > 0:
+            logits = model(ids)
+            answer_loss = F.cross_entropy(logits.flatten(0, 1), answer.flatten(), ignore_index=-100)
+            prompt_lm_loss = F.cross_entropy(logits.flatten(0, 1), lm.flatten(), ignore_index=-100)
+            answer_right = (logits[torch.arange(len(first)), first].argmax(-1)
+                            == answer[torch.arange(len(first)), first]).float().mean().item()
+        else:  # logits of the answer positions only: the vocabulary projection is not paid per token
+            rows, columns = (answer != -100).nonzero(as_tuple=True)
+            logits = model(ids, select=(rows, columns))
+            targets = answer[rows, columns]
+            answer_loss = F.cross_entropy(logits, targets)
+            prompt_lm_loss = torch.zeros(())
+            is_first = columns == first[rows]
+            answer_right = (logits[is_first].argmax(-1) == targets[is_first]).float().mean().item()
+        rep_ids, rep_targets, n = induction_batch(encoder, train_rng, args.induction_batch,
+                                                  args.induction_min, args.induction_max)
+        rep_logits = model(rep_ids)
+        induction_loss = F.cross_entropy(rep_logits.flatten(0, 1), rep_targets.flatten(), ignore_index=-100)
+        loss = answer_loss + induction_loss + args.prompt_lm_weight * prompt_lm_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % 10 == 0 or step == 1:
+            row = {"step": step, "loss": round(loss.item(), 5), "answer_loss": round(answer_loss.item(), 5),
+                   "induction_loss": round(induction_loss.item(), 5), "prompt_lm_loss": round(prompt_lm_loss.item(), 5),
+                   "answer_accuracy": round(answer_right, 4), "lr": scheduler.get_last_lr()[0],
+                   "elapsed_s": round(time.time() - started, 1)}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(json.dumps(row), flush=True)
+        if step % args.eval_every == 0 or step == args.steps:
+            scores = evaluate(model, encoder, eval_seed, args.eval_statements, 20, 32)
+            row = {"step": step, **scores, "elapsed_s": round(time.time() - started, 1)}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(json.dumps(row), flush=True)
+            write_model(out, model, tokenizer, {"step": step, "seed": args.seed})
+    elapsed = time.time() - started
+    log.write(json.dumps({"done": True, "steps": args.steps, "elapsed_s": round(elapsed, 1),
+                          "args": vars(args)}) + "\n")
+    log.close()
+    write_model(out, model, tokenizer, {"step": args.steps, "seed": args.seed})
+    plot_curve(log_path, out / "training_curve.png")
+    print(f"done: {args.steps} steps in {elapsed:.0f} s; wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
