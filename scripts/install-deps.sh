@@ -13,7 +13,11 @@ PACKAGES=(
   python3-torch python3-grpcio python3-grpc-tools python3-numpy python3-matplotlib
   python3-pytest python3-protobuf python3-yaml
   python3-tqdm python3-pandas python3-nbconvert python3-nbformat python3-nbclient python3-ipykernel
+  nodejs chromium
 )
+# npm bundles the viewer (client/viewer) at build time. A Node.js from elsewhere (NodeSource)
+# ships its own npm and conflicts with Debian's package, so Debian's npm only when none exists.
+if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi
 
 # ATTNSCOPE_SKIP_TORCH=1 leaves out Debian's libtorch (1.13, CPU-only) and its Python
 # binding: the CUDA container (deploy/Dockerfile) brings the official libtorch 2.x C++
@@ -22,7 +26,9 @@ if [ "${ATTNSCOPE_SKIP_TORCH:-0}" = "1" ]; then
   kept=()
   for pkg in "${PACKAGES[@]}"; do
     case "$pkg" in
-      libtorch-dev | python3-torch) ;;
+      # chromium only drives the viewer's browser test, which the container does not run
+      # (Ubuntu ships it as a snap, which a container build cannot install).
+      libtorch-dev | python3-torch | chromium) ;;
       *) kept+=("$pkg") ;;
     esac
   done

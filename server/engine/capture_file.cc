@@ -39,24 +39,28 @@ float HalfToFloat(uint16_t half) {
 
 std::vector<float> ToFloats(const uint8_t* data, int64_t count, TensorDType dtype) {
   std::vector<float> values(count);
-  for (int64_t i = 0; i < count; ++i) {
-    if (dtype == TensorDType::kF32) {
-      std::memcpy(&values[i], data + 4 * i, 4);
-    } else {
-      uint16_t raw;
-      std::memcpy(&raw, data + 2 * i, 2);
-      if (dtype == TensorDType::kF16) {
-        values[i] = HalfToFloat(raw);
-      } else {
-        const uint32_t bits = static_cast<uint32_t>(raw) << 16;
-        std::memcpy(&values[i], &bits, 4);
-      }
-    }
-  }
+  CaptureValuesToFloats(data, count, dtype, values.data());
   return values;
 }
 
 }  // namespace
+
+void CaptureValuesToFloats(const uint8_t* data, int64_t count, TensorDType dtype, float* out) {
+  if (dtype == TensorDType::kF32) {
+    std::memcpy(out, data, static_cast<size_t>(count) * 4);
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t raw;
+    std::memcpy(&raw, data + 2 * i, 2);
+    if (dtype == TensorDType::kF16) {
+      out[i] = HalfToFloat(raw);
+    } else {
+      const uint32_t bits = static_cast<uint32_t>(raw) << 16;
+      std::memcpy(&out[i], &bits, 4);
+    }
+  }
+}
 
 CaptureAssembler::CaptureAssembler(CaptureSpec spec) : spec_(std::move(spec)) {
   for (int layer : spec_.layers) rows_[layer];
@@ -171,25 +175,25 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
   return WriteSafetensors(path, tensors, meta);
 }
 
-absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
+absl::StatusOr<MappedCapture> OpenCaptureFile(const std::string& path) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
-  CaptureFileContents contents;
-  contents.metadata = (*file)->metadata();
+  MappedCapture capture;
+  capture.metadata = (*file)->metadata();
   auto meta = [&](const std::string& key) {
-    auto it = contents.metadata.find(key);
-    return it == contents.metadata.end() ? std::string() : it->second;
+    auto it = capture.metadata.find(key);
+    return it == capture.metadata.end() ? std::string() : it->second;
   };
   if (meta("format") != "attnscope.capture.v1") {
     return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ format is '",
                                                    meta("format"), "', not attnscope.capture.v1"));
   }
   try {
-    contents.layers = nlohmann::json::parse(meta("layers")).get<std::vector<int>>();
-    contents.heads = nlohmann::json::parse(meta("heads")).get<std::vector<int>>();
-    contents.prompt_length = std::stoi(meta("prompt_length"));
+    capture.layers = nlohmann::json::parse(meta("layers")).get<std::vector<int>>();
+    capture.heads = nlohmann::json::parse(meta("heads")).get<std::vector<int>>();
+    capture.prompt_length = std::stoi(meta("prompt_length"));
     if (!meta("tokens").empty()) {
-      contents.tokens = nlohmann::json::parse(meta("tokens")).get<std::vector<std::string>>();
+      capture.tokens = nlohmann::json::parse(meta("tokens")).get<std::vector<std::string>>();
     }
   } catch (const std::exception& error) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": malformed metadata: ", error.what()));
@@ -198,23 +202,51 @@ absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
   if (ids == nullptr || ids->dtype != TensorDType::kI64 || ids->shape.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": token_ids I64 [T] missing"));
   }
-  contents.token_ids.resize(ids->numel());
-  std::memcpy(contents.token_ids.data(), (*file)->Data(*ids), ids->numel() * sizeof(int64_t));
+  capture.token_ids.resize(ids->numel());
+  std::memcpy(capture.token_ids.data(), (*file)->Data(*ids), ids->numel() * sizeof(int64_t));
   const int64_t total = ids->numel();
-  for (int layer : contents.layers) {
+  if (capture.prompt_length < 0 || capture.prompt_length > total) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": prompt_length ", capture.prompt_length,
+                                                   " is outside [0, ", total, "]"));
+  }
+  if (!capture.tokens.empty() && static_cast<int64_t>(capture.tokens.size()) != total) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": metadata tokens has ",
+                                                   capture.tokens.size(), " entries for ", total,
+                                                   " token_ids"));
+  }
+  for (int layer : capture.layers) {
     const std::string name = absl::StrCat("attention.", layer);
     const TensorInfo* info = (*file)->Find(name);
-    const std::vector<int64_t> expected = {static_cast<int64_t>(contents.heads.size()), total,
+    const std::vector<int64_t> expected = {static_cast<int64_t>(capture.heads.size()), total,
                                            total};
-    if (info == nullptr || info->shape != expected) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' missing or not [",
-                                                     contents.heads.size(), ",", total, ",", total,
-                                                     "]"));
+    if (info == nullptr || info->shape != expected ||
+        (info->dtype != TensorDType::kF32 && info->dtype != TensorDType::kF16 &&
+         info->dtype != TensorDType::kBF16)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", name, "' missing or not F32/F16/BF16 [",
+                       capture.heads.size(), ",", total, ",", total, "]"));
     }
-    contents.attention[layer] = ToFloats((*file)->Data(*info), info->numel(), info->dtype);
+    capture.attention[layer] = info;
   }
-  if (const TensorInfo* logits = (*file)->Find("logits"); logits != nullptr) {
-    contents.logits = ToFloats((*file)->Data(*logits), logits->numel(), logits->dtype);
+  capture.file = std::move(*file);
+  return capture;
+}
+
+absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
+  auto capture = OpenCaptureFile(path);
+  if (!capture.ok()) return capture.status();
+  CaptureFileContents contents;
+  contents.token_ids = capture->token_ids;
+  contents.layers = capture->layers;
+  contents.heads = capture->heads;
+  contents.prompt_length = capture->prompt_length;
+  contents.tokens = capture->tokens;
+  contents.metadata = capture->metadata;
+  for (const auto& [layer, info] : capture->attention) {
+    contents.attention[layer] = ToFloats(capture->file->Data(*info), info->numel(), info->dtype);
+  }
+  if (const TensorInfo* logits = capture->file->Find("logits"); logits != nullptr) {
+    contents.logits = ToFloats(capture->file->Data(*logits), logits->numel(), logits->dtype);
   }
   return contents;
 }

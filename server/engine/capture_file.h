@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "server/engine/capture_spec.h"
 #include "server/engine/engine.h"
+#include "server/model/safetensors.h"
 
 namespace attnscope {
 
@@ -91,5 +93,23 @@ struct CaptureFileContents {
   std::vector<float> logits;
 };
 absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path);
+
+// A capture file mapped read-only, metadata parsed and every tensor's shape checked, but no
+// attention copied: for readers that visit one head at a time (the viewer, `view --serve`).
+struct MappedCapture {
+  std::unique_ptr<SafetensorsFile> file;
+  std::vector<int64_t> token_ids;
+  std::vector<int> layers, heads;
+  int prompt_length = 0;
+  std::vector<std::string> tokens;  // empty when the file has none
+  std::map<std::string, std::string> metadata;
+  // Layer -> its attention tensor [H_sel, T, T] inside `file`.
+  std::map<int, const TensorInfo*> attention;
+  int64_t total_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+};
+absl::StatusOr<MappedCapture> OpenCaptureFile(const std::string& path);
+
+// `count` little-endian values in `dtype` (F32, F16 or BF16) as float32.
+void CaptureValuesToFloats(const uint8_t* data, int64_t count, TensorDType dtype, float* out);
 
 }  // namespace attnscope
