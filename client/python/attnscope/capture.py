@@ -155,6 +155,30 @@ class Capture:
             logits=None if logits is None else np.asarray(logits, dtype=np.float32),
         )
 
+    # ---- viewer ------------------------------------------------------------------------------
+
+    def show(self, report=None, heads=None, max_bytes=None):
+        """The interactive attention viewer inline in Jupyter (the `attnscope view` page).
+
+        report: a HeadReport, its JSON (dict/text) or a path; heads: [(layer, head | "mean")]
+        to embed in full; max_bytes: budget for full matrices (default 20 MB). Every head gets
+        a thumbnail either way."""
+        from attnscope import viewer
+        document = viewer.view_document(self, report=report, heads=heads,
+                                        max_bytes=viewer.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+        return viewer.ViewerHTML(viewer.inline_html(document))
+
+    def _repr_html_(self) -> str:
+        return self.show()._repr_html_()
+
+    def save_view(self, path, report=None, heads=None, max_bytes=None) -> None:
+        """Writes the viewer as one self-contained HTML file (as `attnscope view --out`)."""
+        from attnscope import viewer
+        document = viewer.view_document(self, report=report, heads=heads,
+                                        max_bytes=50_000_000 if max_bytes is None else max_bytes)
+        with open(os.fspath(path), "w", encoding="utf-8") as f:
+            f.write(viewer.page_html(document))
+
     def __repr__(self) -> str:
         return (f"Capture(tokens={self.num_tokens}, prompt_length={self.prompt_length}, "
                 f"layers={self.layers}, heads={self.heads}, dtype={self.dtype!r}, "
