@@ -3,7 +3,8 @@
 # (`attnscope make-tiny-model`), starts attnscope-server on an ephemeral loopback port, waits
 # until it answers, runs the attention-head analysis example against it, and stops the server.
 #
-#   scripts/demo.sh [OUT_DIR]        # figures and capture.safetensors go to OUT_DIR (default out/demo)
+#   scripts/demo.sh [OUT_DIR]        # figures, capture.safetensors, analysis.json and the
+#                                    # interactive view.html go to OUT_DIR (default out/demo)
 #
 # Environment: ATTNSCOPE_BUILD_DIR (default build), JOBS (parallel build jobs, default 2).
 set -euo pipefail
@@ -63,3 +64,9 @@ echo "demo: attnscope-server ready at $ADDRESS"
 MPLBACKEND=Agg "$PYTHON" "$REPO/client/python/examples/attention_head_analysis.py" \
   --server "$ADDRESS" --out "$OUT"
 echo "demo: figures written to $OUT"
+
+# The interactive viewer of the same capture, with the analysis report's maps: one offline page.
+"$BUILD/client/cpp/attnscope" analyze --from "$OUT/capture.safetensors" --json >"$OUT/analysis.json"
+"$BUILD/client/cpp/attnscope" view "$OUT/capture.safetensors" --report "$OUT/analysis.json" \
+  --out "$OUT/view.html"
+echo "demo: open $OUT/view.html in a browser (or: attnscope view $OUT/capture.safetensors --serve)"

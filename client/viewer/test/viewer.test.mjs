@@ -209,3 +209,33 @@ test("view --serve fetches any head on demand", async () => {
   }
   assert.deepEqual(await exited, { code: 0, signal: null });
 });
+
+test("Capture.show() fragments from the Python client render inline, two to a page", async () => {
+  const page_path = join(work, "notebook.html");
+  const script = [
+    "import sys; from attnscope import Capture",
+    "c = Capture.load(sys.argv[1])",
+    "body = c._repr_html_() + c.show(heads=[(1, 2)])._repr_html_()",
+    "open(sys.argv[2], 'w', encoding='utf-8').write('<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>' + body + '</body></html>')",
+  ].join("\n");
+  execFileSync("/usr/bin/python3", ["-c", script, capturePath, page_path], {
+    env: { ...process.env, PYTHONPATH: resolve("../python"), ATTNSCOPE_BUILD_DIR: buildDir },
+  });
+  const page = await browser.context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  await page.goto(`file://${page_path}`);
+  await page.waitForFunction(() => document.querySelectorAll(".attnscope[data-rendered=true]").length === 2,
+    null, { timeout: 60000 });
+  const second = page.locator(".attnscope").nth(1);
+  assert.equal(await second.locator(".as-heatmap-title").textContent(), "Layer 1 \u00b7 head 2");
+  const query = capture.T - 2;
+  await second.locator(`.as-tok[data-pos="${query}"]`).hover();
+  const highlighted = await second.evaluate((root) =>
+    [...root.querySelectorAll(".as-tok.as-hit")].sort((a, b) => a.dataset.rank - b.dataset.rank).map((s) => Number(s.dataset.pos)));
+  assertTop(highlighted, topKeys(capture, 1, 2, query, TOP), (p) => capture.weight(1, 2, query, p), 0, "notebook L1H2");
+  // The first viewer's strip is untouched by the second's hover.
+  assert.equal(await page.locator(".attnscope").nth(0).locator(".as-tok.as-hit").count(), 0);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
