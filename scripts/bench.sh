@@ -4,17 +4,17 @@
 # Every benchmark prints its own readable report (kept in out/bench/<name>.log) plus
 # machine-readable lines "BENCH<TAB>figure<TAB>value<TAB>baseline<TAB>ratio" that this collects.
 #
-#   scripts/bench.sh [NAME...]     names: engine analysis service tokenizer (default: all)
+#   scripts/bench.sh [NAME...]     names: engine analysis service tokenizer viewer (default: all)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${ATTNSCOPE_BUILD_DIR:-$repo/build}
 out=$repo/out/bench
 mkdir -p "$out"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(engine analysis service tokenizer)
+[ ${#names[@]} -gt 0 ] || names=(engine analysis service tokenizer viewer)
 
 declare -A target=([engine]=engine_bench [analysis]=analysis_bench [service]=service_bench
-                   [tokenizer]=tokenizer_bench)
+                   [tokenizer]=tokenizer_bench [viewer]=attnscope)
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 fi
@@ -36,7 +36,13 @@ for name in "${names[@]}"; do
      [ ! -d "$repo/tests/bench/tokenizer_js_peer/node_modules" ]; then
     (cd "$repo/tests/bench/tokenizer_js_peer" && npm ci --silent) || true
   fi
-  (cd "$repo" && "$binary" "${extra[@]}") 2>&1 | tee "$out/$name.log" >&2 || true
+  # The viewer benchmark is a node script driving chromium over pages the attnscope binary writes.
+  if [ "$name" = viewer ]; then
+    (cd "$repo" && ATTNSCOPE_BUILD_DIR="$build" node client/viewer/bench/viewer_bench.mjs) 2>&1 |
+      tee "$out/$name.log" >&2 || true
+  else
+    (cd "$repo" && "$binary" "${extra[@]}") 2>&1 | tee "$out/$name.log" >&2 || true
+  fi
   grep -P '^BENCH\t' "$out/$name.log" | sed "s/^BENCH\t/$name\t/" >>"$table" || true
 done
 
