@@ -30,7 +30,7 @@ absl::Status WriteFile(const std::string& path, const std::string& text) {
 }  // namespace
 
 // Qwen2-7B-Instruct's chat template, byte for byte
-// (../shared/tokenizer/qwen2/tokenizer_config.json).
+// (tests/data/tokenizer/qwen2/tokenizer_config.json).
 extern const char kChatMlTemplate[] =
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"

@@ -12,7 +12,6 @@ using analysis::testing::EverythingOptions;
 using analysis::testing::IdTokens;
 
 TEST(AnalysisObserverTest, EngineOrderGivesTheWholeMatrixReport) {
-  if (testing::SharedDir().empty()) GTEST_SKIP() << "no ../shared (golden dumps)";
   std::string error;
   const analysis::testing::GoldenAttention golden =
       analysis::testing::LoadGolden("qwen2-tiny", &error);

@@ -1,4 +1,4 @@
-// Loading the golden attentions of ../shared/golden for the streaming-vs-whole tests.
+// Loading the golden attentions of tests/data/golden for the streaming-vs-whole tests.
 #pragma once
 
 #include <string>
@@ -19,10 +19,10 @@ struct GoldenAttention {
   int seq_length() const { return static_cast<int>(ids.size()); }
 };
 
-// Empty `error` on success; the caller skips when the shared folder is absent.
+// Empty `error` on success; the caller fails the test otherwise.
 inline GoldenAttention LoadGolden(const std::string& model, std::string* error) {
   GoldenAttention golden;
-  const std::string dir = absl::StrCat(attnscope::testing::SharedDir(), "/golden/", model, "/");
+  const std::string dir = absl::StrCat(attnscope::testing::DataDir(), "/golden/", model, "/");
   auto ids = attnscope::testing::ReadNpy(dir + "full_ids.npy");
   auto prompt = attnscope::testing::ReadNpy(dir + "prompt_ids.npy");
   if (!ids.ok() || !prompt.ok()) {

@@ -128,7 +128,7 @@ double CpuSeconds() {
 
 int main(int argc, char** argv) {
   double megabytes = 10.0;
-  std::string tokenizer_dir = std::string(ATTNSCOPE_SHARED_DIR) + "/tokenizer/qwen2";
+  std::string tokenizer_dir = std::string(ATTNSCOPE_TEST_DATA_DIR) + "/tokenizer/qwen2";
   std::string peer_dir = std::string(ATTNSCOPE_SOURCE_DIR) + "/tests/bench/tokenizer_js_peer";
   std::string node = "node";
   for (int i = 1; i + 1 < argc; i += 2) {

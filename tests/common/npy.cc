@@ -1,7 +1,5 @@
 #include "tests/common/npy.h"
 
-#include <sys/stat.h>
-
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -85,12 +83,6 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   return array;
 }
 
-std::string SharedDir() {
-#ifdef ATTNSCOPE_SHARED_DIR
-  struct stat info;
-  if (stat(ATTNSCOPE_SHARED_DIR "/golden", &info) == 0) return ATTNSCOPE_SHARED_DIR;
-#endif
-  return "";
-}
+std::string DataDir() { return ATTNSCOPE_TEST_DATA_DIR; }
 
 }  // namespace attnscope::testing

@@ -1,5 +1,5 @@
 // Minimal reader for .npy files (version 1/2, little-endian f4/f8/i8/i4, C order), enough
-// for the reference dumps in ../shared/golden.
+// for the reference dumps in tests/data/golden.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,9 @@ struct NpyArray {
 
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
 
-// ../shared as the build configured it (ATTNSCOPE_SHARED_DIR), or "" when absent.
-std::string SharedDir();
+// The repository's test fixtures (tests/data in the source tree: golden dumps, the Qwen2
+// tokenizer, chat-template cases; tests/data/README.md says how each file was made). Always
+// present in a checkout, so a test that misses a file there fails instead of skipping.
+std::string DataDir();
 
 }  // namespace attnscope::testing

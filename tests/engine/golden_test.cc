@@ -1,4 +1,4 @@
-// The engine against Hugging Face transformers' own Qwen2 code (../shared/golden): logits and
+// The engine against Hugging Face transformers' own Qwen2 code (tests/data/golden): logits and
 // attentions of a full forward, the greedy generation's ids, and the full causal attention
 // captured during KV-cached generation.
 #include <gtest/gtest.h>
@@ -35,8 +35,7 @@ std::vector<float> LayerFloats(const CaptureAssembler& assembler, int layer, int
 class GoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (testing::SharedDir().empty()) GTEST_SKIP() << "../shared/golden is absent";
-    dir_ = testing::SharedDir() + "/golden/" + GetParam();
+    dir_ = testing::DataDir() + "/golden/" + GetParam();
     EngineOptions options;
     options.model_dir = dir_ + "/model";
     auto engine = Engine::Load(options);

@@ -16,10 +16,7 @@
 namespace attnscope {
 namespace {
 
-std::string GoldenModel() {
-  const std::string shared = testing::SharedDir();
-  return shared.empty() ? "" : shared + "/golden/qwen2-tiny/model";
-}
+std::string GoldenModel() { return testing::DataDir() + "/golden/qwen2-tiny/model"; }
 
 void CopyFile(const std::string& from, const std::string& to) {
   std::ifstream in(from, std::ios::binary);
@@ -54,12 +51,7 @@ std::string LoadError(const std::string& dir) {
   return engine.ok() ? "" : std::string(engine.status().message());
 }
 
-class LoaderTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (GoldenModel().empty()) GTEST_SKIP() << "../shared/golden is absent";
-  }
-};
+class LoaderTest : public ::testing::Test {};
 
 TEST_F(LoaderTest, MissingTensorIsNamed) {
   auto dir = MakeVariant("missing", [](auto& tensors) {
@@ -140,8 +132,8 @@ TEST_F(LoaderTest, ShardedCheckpointLoadsAndMatchesGoldenLogits) {
   options.model_dir = dir;
   auto engine = Engine::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  auto prompt = testing::ReadNpy(testing::SharedDir() + "/golden/qwen2-tiny/prompt_ids.npy");
-  auto expected = testing::ReadNpy(testing::SharedDir() + "/golden/qwen2-tiny/prompt_logits.npy");
+  auto prompt = testing::ReadNpy(testing::DataDir() + "/golden/qwen2-tiny/prompt_ids.npy");
+  auto expected = testing::ReadNpy(testing::DataDir() + "/golden/qwen2-tiny/prompt_logits.npy");
   ASSERT_TRUE(prompt.ok() && expected.ok());
   auto logits = (*engine)->Forward(prompt->AsInt64(), CaptureSpec(), nullptr);
   ASSERT_TRUE(logits.ok()) << logits.status();

@@ -28,9 +28,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-#define REQUIRE_GOLDEN() \
-  if (GoldenDir().empty()) GTEST_SKIP() << "../shared/golden not found (ATTNSCOPE_SHARED_DIR)"
-
 std::vector<int64_t> GoldenIds(const std::string& name) {
   absl::StatusOr<NpyArray> array = ReadNpy(GoldenDir() + "/" + name);
   EXPECT_TRUE(array.ok()) << array.status();
@@ -109,7 +106,6 @@ bool WaitFor(const std::function<bool()>& condition, double seconds) {
 class GoldenServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (GoldenDir().empty()) return;
     service::ServerConfig config = TestConfig(GoldenDir() + "/model");
     config.limits.max_prompt_tokens = 64;
     config.limits.max_new_tokens = 100;
@@ -121,10 +117,7 @@ class GoldenServerTest : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  void SetUp() override {
-    REQUIRE_GOLDEN();
-    ASSERT_NE(server_, nullptr);
-  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
   remote::RemoteTarget Target() const {
     remote::RemoteTarget target;
     target.address = server_->address();
@@ -714,7 +707,6 @@ TEST_F(TinyServerTest, StalledReaderIsCutOffAfterTheStallTimeout) {
 // Auth, health and drain on servers of their own.
 
 TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
-  REQUIRE_GOLDEN();
   const std::string keys = TempPath("keys.txt");
   {
     std::ofstream out(keys);
@@ -772,7 +764,6 @@ TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
 }
 
 TEST(ServiceTlsTest, ServesTlsWithTheConfiguredCertificate) {
-  REQUIRE_GOLDEN();
   const std::string cert = TempPath("cert.pem"), key = TempPath("key.pem");
   const std::string command =
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
@@ -799,7 +790,6 @@ TEST(ServiceTlsTest, ServesTlsWithTheConfiguredCertificate) {
 }
 
 TEST(ServiceAuthTest, PerKeyConcurrencyLimitIsEnforced) {
-  REQUIRE_GOLDEN();
   const std::string keys = TempPath("keys_limit.txt");
   {
     std::ofstream out(keys);
@@ -830,7 +820,6 @@ TEST(ServiceAuthTest, PerKeyConcurrencyLimitIsEnforced) {
 }
 
 TEST(ServiceHealthTest, NotServingThenServingThenNotServingAcrossStartAndDrain) {
-  REQUIRE_GOLDEN();
   service::ServerConfig config = TestConfig(GoldenDir() + "/model");
   config.drain_grace_seconds = 10;
   std::unique_ptr<TestServer> server = TestServer::Start(config, /*load=*/false);
@@ -860,7 +849,6 @@ TEST(ServiceHealthTest, NotServingThenServingThenNotServingAcrossStartAndDrain) 
 }
 
 TEST(ServiceProcessTest, SigtermDrainsAndExitsZero) {
-  REQUIRE_GOLDEN();
   int out_pipe[2];
   ASSERT_EQ(pipe(out_pipe), 0);
   const pid_t pid = fork();

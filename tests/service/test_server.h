@@ -16,10 +16,7 @@
 
 namespace attnscope::testing {
 
-inline std::string GoldenDir() {
-  const std::string shared = SharedDir();
-  return shared.empty() ? "" : shared + "/golden/qwen2-tiny";
-}
+inline std::string GoldenDir() { return DataDir() + "/golden/qwen2-tiny"; }
 
 inline service::ServerConfig TestConfig(const std::string& model_dir) {
   service::ServerConfig config;

@@ -1,5 +1,5 @@
 // Byte-level BPE against the reference ids that transformers produced for Qwen2
-// (../shared/tokenizer/qwen2/cases.jsonl), plus invariants that need no reference.
+// (tests/data/tokenizer/qwen2/cases.jsonl), plus invariants that need no reference.
 #include <utf8proc.h>
 
 #include <chrono>
@@ -25,10 +25,7 @@ std::string Nfc(const std::string& text) {
   return result;
 }
 
-std::string QwenDir() {
-  const std::string shared = testing::SharedDir();
-  return shared.empty() ? "" : shared + "/tokenizer/qwen2";
-}
+std::string QwenDir() { return testing::DataDir() + "/tokenizer/qwen2"; }
 
 const Tokenizer* Qwen() {
   static const Tokenizer* tokenizer = []() -> const Tokenizer* {
@@ -42,9 +39,8 @@ const Tokenizer* Qwen() {
   return tokenizer;
 }
 
-#define REQUIRE_QWEN()                                                     \
-  if (testing::SharedDir().empty()) GTEST_SKIP() << "../shared is absent"; \
-  const Tokenizer* qwen = Qwen();                                          \
+#define REQUIRE_QWEN()            \
+  const Tokenizer* qwen = Qwen(); \
   ASSERT_NE(qwen, nullptr)
 
 struct Case {
@@ -55,6 +51,7 @@ struct Case {
 std::vector<Case> ReadCases() {
   std::vector<Case> cases;
   std::ifstream in(QwenDir() + "/cases.jsonl");
+  EXPECT_TRUE(in) << QwenDir() << "/cases.jsonl: cannot open";
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;

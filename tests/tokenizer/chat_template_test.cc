@@ -1,5 +1,5 @@
 // Chat templates: Qwen2-7B-Instruct's against the transformers renderings in
-// ../shared/golden/chat_template_cases.jsonl, and the Qwen2.5, Llama-2, Llama-3 and Mistral
+// tests/data/golden/chat_template_cases.jsonl, and the Qwen2.5, Llama-2, Llama-3 and Mistral
 // templates against renderings written out by hand from the templates' logic.
 #include <filesystem>
 #include <fstream>
@@ -23,16 +23,16 @@ std::string Render(const std::string& source, const std::vector<ChatMessage>& me
 }
 
 TEST(ChatTemplate, Qwen2GoldenCasesRenderByteForByteAndEncodeToReferenceIds) {
-  const std::string shared = testing::SharedDir();
-  if (shared.empty()) GTEST_SKIP() << "../shared is absent";
-  auto config = LoadChatTemplateConfig(shared + "/tokenizer/qwen2");
+  const std::string data = testing::DataDir();
+  auto config = LoadChatTemplateConfig(data + "/tokenizer/qwen2");
   ASSERT_TRUE(config.ok()) << config.status();
   ASSERT_TRUE(config->chat_template.has_value());
   EXPECT_EQ(config->eos_token, "<|im_end|>");
   EXPECT_EQ(config->bos_token, "");
-  auto tokenizer = LoadTokenizer(shared + "/tokenizer/qwen2");
+  auto tokenizer = LoadTokenizer(data + "/tokenizer/qwen2");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  std::ifstream in(shared + "/golden/chat_template_cases.jsonl");
+  std::ifstream in(data + "/golden/chat_template_cases.jsonl");
+  ASSERT_TRUE(in) << data << "/golden/chat_template_cases.jsonl: cannot open";
   std::string line;
   int cases = 0;
   while (std::getline(in, line)) {
@@ -67,12 +67,10 @@ TEST(ChatTemplate, TinyTokenizerConfigCarriesQwen2Template) {
       *rendered,
       "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
       "<|im_start|>assistant\n");
-  const std::string shared = testing::SharedDir();
-  if (!shared.empty()) {
-    std::ifstream in(shared + "/tokenizer/qwen2/tokenizer_config.json");
-    const auto qwen = nlohmann::json::parse(in);
-    EXPECT_EQ(config->chat_template->source(), qwen.at("chat_template").get<std::string>());
-  }
+  std::ifstream in(testing::DataDir() + "/tokenizer/qwen2/tokenizer_config.json");
+  ASSERT_TRUE(in) << "tests/data/tokenizer/qwen2/tokenizer_config.json: cannot open";
+  const auto qwen = nlohmann::json::parse(in);
+  EXPECT_EQ(config->chat_template->source(), qwen.at("chat_template").get<std::string>());
   std::filesystem::remove_all(dir);
 }
 

@@ -1,6 +1,6 @@
 // Runs capture.js against a real attnscope-server on loopback serving the golden qwen2-tiny
 // checkpoint, and checks the printed shapes and ids against the golden reference dumps.
-// Skips (with the reason) when the server binary or the golden data is absent.
+// Skips (with the reason) when the server binary is not built.
 'use strict';
 
 const test = require('node:test');
@@ -13,7 +13,8 @@ const {spawn, execFile} = require('child_process');
 const REPO = path.join(__dirname, '..', '..', '..');
 const BUILD = process.env.ATTNSCOPE_BUILD_DIR || path.join(REPO, 'build');
 const SERVER = path.join(BUILD, 'server', 'service', 'attnscope-server');
-const GOLDEN = path.join(process.env.ATTNSCOPE_SHARED_DIR || '/work/shared', 'golden', 'qwen2-tiny');
+// The reference dumps in the repository (tests/data/README.md says how they were made).
+const GOLDEN = path.join(REPO, 'tests', 'data', 'golden', 'qwen2-tiny');
 
 // Reads a little-endian .npy file (format 1.0/2.0) of int64 or float32.
 function readNpy(file) {
@@ -67,8 +68,7 @@ async function startServer(t) {
   throw new Error(`server at ${address} never became ready: ${log}`);
 }
 
-const missing = !fs.existsSync(SERVER) ? `no server binary at ${SERVER} (set ATTNSCOPE_BUILD_DIR)`
-  : !fs.existsSync(path.join(GOLDEN, 'prompt_ids.npy')) ? `no golden data at ${GOLDEN}` : null;
+const missing = !fs.existsSync(SERVER) ? `no server binary at ${SERVER} (set ATTNSCOPE_BUILD_DIR)` : null;
 
 test('capture.js prints the shapes of the golden capture', {skip: missing || false}, async (t) => {
   const address = await startServer(t);

@@ -1,7 +1,6 @@
 """Shared fixtures: the package from this source tree, and real attnscope servers on loopback.
 
-Servers come from the C++ build in $ATTNSCOPE_BUILD_DIR (default /work/main/build, else the
-repository's build/): <build>/server/service/attnscope-server and, for the tiny model with a
+Servers come from the C++ build in $ATTNSCOPE_BUILD_DIR (default: the repository's build/): <build>/server/service/attnscope-server and, for the tiny model with a
 tokenizer, <build>/client/cpp/attnscope make-tiny-model. Tests that need one skip with the
 reason when the binary is missing.
 """
@@ -19,17 +18,14 @@ REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
-SHARED = os.environ.get("ATTNSCOPE_SHARED_DIR", "/work/shared")
-GOLDEN = os.path.join(SHARED, "golden", "qwen2-tiny")
+# The reference dumps in the repository (tests/data/README.md says how they were made).
+GOLDEN = os.path.join(REPO, "tests", "data", "golden", "qwen2-tiny")
 
 
 def build_dir() -> str:
     if os.environ.get("ATTNSCOPE_BUILD_DIR"):
         return os.environ["ATTNSCOPE_BUILD_DIR"]
-    for candidate in ("/work/main/build", os.path.join(REPO, "build")):
-        if os.path.isdir(candidate):
-            return candidate
-    return "/work/main/build"
+    return os.path.join(REPO, "build")
 
 
 def server_binary() -> str:
@@ -91,14 +87,13 @@ class RunningServer:
 
 def _require(path: str, what: str) -> None:
     if not os.path.exists(path):
-        pytest.skip(f"{what} not found at {path} (build it, or set ATTNSCOPE_BUILD_DIR / ATTNSCOPE_SHARED_DIR)")
+        pytest.skip(f"{what} not found at {path} (build it, or set ATTNSCOPE_BUILD_DIR)")
 
 
 @pytest.fixture(scope="session")
 def golden_server(tmp_path_factory):
     """A server on the golden qwen2-tiny checkpoint (no tokenizer: ids input only)."""
     _require(server_binary(), "attnscope-server")
-    _require(os.path.join(GOLDEN, "model", "config.json"), "golden qwen2-tiny model")
     server = RunningServer(os.path.join(GOLDEN, "model"), str(tmp_path_factory.mktemp("golden") / "server.log"))
     yield server
     server.stop()
