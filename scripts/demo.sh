@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The README's main command: builds attnscope, writes the tiny default model
-# (`attnscope make-tiny-model`), starts attnscope-server on an ephemeral loopback port, waits
-# until it answers, runs the attention-head analysis example against it, and stops the server.
+# The README's main command: builds attnscope, starts attnscope-server on the model organism
+# (config/organism: a small Qwen2 trained by scripts/organism/train.py, whose heads have known
+# jobs; see its MODEL_CARD.md) on an ephemeral loopback port, waits until it answers, asks the
+# research notebook's questions of it (scripts/organism/study.py: held-out accuracy by batch
+# run, label-field heads, increase-vs-decrease heads, induction and previous-token heads), runs
+# the attention-head analysis example on one held-out statement, and stops the server.
 #
-#   scripts/demo.sh [OUT_DIR]        # figures, capture.safetensors, analysis.json and the
-#                                    # interactive view.html go to OUT_DIR (default out/demo)
+#   scripts/demo.sh [OUT_DIR]        # results, figures, capture.safetensors, analysis.json and
+#                                    # the interactive view.html go to OUT_DIR (default out/demo)
 #
-# Environment: ATTNSCOPE_BUILD_DIR (default build), JOBS (parallel build jobs, default 2).
+# Environment: ATTNSCOPE_BUILD_DIR (default build), JOBS (parallel build jobs, default 2),
+# ATTNSCOPE_DEMO_MODEL (another Hugging Face folder instead of the organism; the organism study
+# is then skipped, since its questions are about the organism's training data).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,11 +37,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BUILD/client/cpp/attnscope" make-tiny-model "$WORK/tiny-model"
+MODEL="${ATTNSCOPE_DEMO_MODEL:-$REPO/config/organism}"
 
 PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 ADDRESS="127.0.0.1:$PORT"
-SERVER_ARGS=(--model "$WORK/tiny-model" --listen "$ADDRESS")
+SERVER_ARGS=(--model "$MODEL" --listen "$ADDRESS")
 if [ -f "$REPO/config/server.yaml" ]; then SERVER_ARGS=(--config "$REPO/config/server.yaml" "${SERVER_ARGS[@]}"); fi
 "$BUILD/server/service/attnscope-server" "${SERVER_ARGS[@]}" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -61,8 +66,15 @@ done
 }
 echo "demo: attnscope-server ready at $ADDRESS"
 
+EXAMPLE_ARGS=()
+if [ -z "${ATTNSCOPE_DEMO_MODEL:-}" ]; then
+  # 200 held-out statements (a generator seed never trained on) through `attnscope batch`,
+  # then the label-field attention and the induction probe; prints the answers.
+  "$PYTHON" "$REPO/scripts/organism/study.py" --server "$ADDRESS" --out "$OUT/organism"
+  EXAMPLE_ARGS=(--data "$OUT/organism/heldout_statements.json")
+fi
 MPLBACKEND=Agg "$PYTHON" "$REPO/client/python/examples/attention_head_analysis.py" \
-  --server "$ADDRESS" --out "$OUT"
+  --server "$ADDRESS" --out "$OUT" "${EXAMPLE_ARGS[@]}"
 echo "demo: figures written to $OUT"
 
 # The interactive viewer of the same capture, with the analysis report's maps: one offline page.

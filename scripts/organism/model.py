@@ -116,7 +116,7 @@ class Qwen2Model(nn.Module):
 
 
 class Qwen2ForCausalLM(nn.Module):
-    def __init__(self, shape: Qwen2Shape):
+    def __init__(self, shape: Qwen2Shape, qk_bias_std: float = 0.0):
         super().__init__()
         self.shape = shape
         self.model = Qwen2Model(shape)
@@ -124,6 +124,14 @@ class Qwen2ForCausalLM(nn.Module):
         inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, shape.head_dim, 2).float() / shape.head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.apply(self._init)
+        if qk_bias_std > 0:
+            # Query/key biases drawn larger than the weights give every head a random positional
+            # preference from the start (through the rotary embedding), instead of uniform
+            # attention; heads that start near "previous token" then need not wait for a signal
+            # that only arrives once a later layer can use them.
+            for layer in self.model.layers:
+                nn.init.normal_(layer.self_attn.q_proj.bias, std=qk_bias_std)
+                nn.init.normal_(layer.self_attn.k_proj.bias, std=qk_bias_std)
 
     @staticmethod
     def _init(module):

@@ -116,6 +116,31 @@ def evaluate(model, encoder: Encoder, seed: int, statements: int, sequences: int
 
 
 
+def load_tokenizer(folder: Path) -> bpe.Tokenizer:
+    """The tokenizer of an organism folder (tokenizer.json as train() wrote it)."""
+    doc = json.loads((folder / "tokenizer.json").read_text())
+    merges = [tuple(m.split(" ")) for m in doc["model"]["merges"]]
+    specials = [t["content"] for t in sorted(doc["added_tokens"], key=lambda t: t["id"])]
+    tokenizer = bpe.Tokenizer(merges, specials)
+    if tokenizer.vocab != doc["model"]["vocab"]:
+        raise ValueError(f"{folder}/tokenizer.json: vocab does not follow from its merges")
+    return tokenizer
+
+
+def load_model(folder: Path) -> Qwen2ForCausalLM:
+    """An organism folder's config.json and model.safetensors as the training program's model."""
+    config = json.loads((folder / "config.json").read_text())
+    shape = Qwen2Shape(vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+                       intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_hidden_layers"],
+                       num_attention_heads=config["num_attention_heads"],
+                       num_key_value_heads=config["num_key_value_heads"], rms_norm_eps=config["rms_norm_eps"],
+                       rope_theta=config["rope_theta"], tie_word_embeddings=config["tie_word_embeddings"])
+    model = Qwen2ForCausalLM(shape)
+    tensors, _, _ = safetensors_io.load_file(str(folder / "model.safetensors"))
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
+    return model
+
+
 def write_model(folder: Path, model: Qwen2ForCausalLM, tokenizer: bpe.Tokenizer, meta: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     im_end, endoftext = tokenizer.specials["<|im_end|>"], tokenizer.specials["<|endoftext|>"]
@@ -156,6 +181,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train the attnscope model organism")
     parser.add_argument("--out", required=True, help="Hugging Face folder to write")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--schedule-steps", type=int, default=None,
+                        help="length of the cosine learning-rate schedule (default --steps); a run "
+                             "with --steps N --schedule-steps M is exactly the first N steps of a run of M")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--statement-batch", type=int, default=8)
     parser.add_argument("--induction-batch", type=int, default=12)
@@ -170,11 +198,16 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=256)
+    parser.add_argument("--qk-bias-init", type=float, default=0.0,
+                        help="standard deviation of the initial q/k biases (0: zeros)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-statements", type=int, default=100)
     parser.add_argument("--log", default=None, help="JSON-lines log (default OUT/training_log.jsonl)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", default=str(REPO / "config" / "prompts.yaml"))
+    parser.add_argument("--init", default=None,
+                        help="continue from this organism folder (its tokenizer and weights; the "
+                             "shape flags are then taken from its config.json)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -186,25 +219,39 @@ def main(argv=None) -> int:
     started = time.time()
 
     prompts = data.load_prompts(args.prompts)
-    corpus_rng = random.Random(args.seed + 1)
-    corpus = []
-    for _ in range(TOKENIZER_CORPUS):
-        description, label, _ = data.statement(corpus_rng)
-        for index in range(len(prompts["prompt_1"])):
-            corpus.append(data.chat_prompt(prompts, description, index) + label + "<|im_end|>")
-    tokenizer = bpe.train(corpus, args.vocab, data.SPECIAL_TOKENS)
+    step_offset = 0
+    if args.init:
+        tokenizer = load_tokenizer(Path(args.init))
+        model = load_model(Path(args.init))
+        _, init_meta, _ = safetensors_io.load_file(str(Path(args.init) / "model.safetensors"))
+        step_offset = int(init_meta.get("step", 0))
+        # The earlier stage's log rows come first, so the log and the curve cover both stages.
+        earlier = Path(args.init) / "training_log.jsonl"
+        if earlier.is_file() and earlier.resolve() != log_path.resolve():
+            for line in earlier.read_text().splitlines():
+                row = json.loads(line)
+                if row.get("step", 0) <= step_offset and not row.get("done"):
+                    log.write(line + "\n")
+    else:
+        corpus_rng = random.Random(args.seed + 1)
+        corpus = []
+        for _ in range(TOKENIZER_CORPUS):
+            description, label, _ = data.statement(corpus_rng)
+            for index in range(len(prompts["prompt_1"])):
+                corpus.append(data.chat_prompt(prompts, description, index) + label + "<|im_end|>")
+        tokenizer = bpe.train(corpus, args.vocab, data.SPECIAL_TOKENS)
+        shape = Qwen2Shape(vocab_size=tokenizer.size, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                           num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                           num_key_value_heads=args.kv_heads)
+        model = Qwen2ForCausalLM(shape, qk_bias_std=args.qk_bias_init)
     encoder = Encoder(tokenizer, prompts)
     print(f"tokenizer: {tokenizer.size} tokens ({len(tokenizer.merges)} merges), "
           f"'increase' -> {tokenizer.encode('increase')}, 'decrease' -> {tokenizer.encode('decrease')}, "
           f"{time.time() - started:.1f} s", flush=True)
-
-    shape = Qwen2Shape(vocab_size=tokenizer.size, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                       num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                       num_key_value_heads=args.kv_heads)
-    model = Qwen2ForCausalLM(shape)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    schedule_steps = args.schedule_steps or args.steps
     schedule = lambda step: min(1.0, (step + 1) / args.warmup) * (  # noqa: E731
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, args.steps)))))
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, schedule_steps)))))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     train_rng = random.Random(args.seed + 2)
     eval_seed = args.seed + HELD_OUT_SEED_OFFSET
@@ -236,25 +283,25 @@ def main(argv=None) -> int:
         optimizer.step()
         scheduler.step()
         if step % 10 == 0 or step == 1:
-            row = {"step": step, "loss": round(loss.item(), 5), "answer_loss": round(answer_loss.item(), 5),
+            row = {"step": step_offset + step, "loss": round(loss.item(), 5), "answer_loss": round(answer_loss.item(), 5),
                    "induction_loss": round(induction_loss.item(), 5), "prompt_lm_loss": round(prompt_lm_loss.item(), 5),
                    "answer_accuracy": round(answer_right, 4), "lr": scheduler.get_last_lr()[0],
-                   "elapsed_s": round(time.time() - started, 1)}
+                   "elapsed_s": round(time.time() - started, 1), "cpu_s": round(time.process_time(), 1)}
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             scores = evaluate(model, encoder, eval_seed, args.eval_statements, 20, 32)
-            row = {"step": step, **scores, "elapsed_s": round(time.time() - started, 1)}
+            row = {"step": step_offset + step, **scores, "elapsed_s": round(time.time() - started, 1)}
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
-            write_model(out, model, tokenizer, {"step": step, "seed": args.seed})
+            write_model(out, model, tokenizer, {"step": step_offset + step, "seed": args.seed})
     elapsed = time.time() - started
     log.write(json.dumps({"done": True, "steps": args.steps, "elapsed_s": round(elapsed, 1),
                           "args": vars(args)}) + "\n")
     log.close()
-    write_model(out, model, tokenizer, {"step": args.steps, "seed": args.seed})
+    write_model(out, model, tokenizer, {"step": step_offset + args.steps, "seed": args.seed})
     plot_curve(log_path, out / "training_curve.png")
     print(f"done: {args.steps} steps in {elapsed:.0f} s; wrote {out}", flush=True)
     return 0
