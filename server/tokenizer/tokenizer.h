@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,30 +58,74 @@ struct ChatMessage {
   std::string content;
 };
 
-struct ChatTemplateProgram;  // compiled syntax tree, defined in chat_template.cc
+// The arguments transformers' apply_chat_template gives a template, as JSON documents so that
+// every field a caller sends reaches the template unchanged.
+struct ChatTemplateArgs {
+  // JSON array of message objects, each whole: tool_calls (arguments as objects),
+  // tool_call_id, name, content that is null or a list of parts, anything else.
+  std::string messages_json = "[]";
+  std::string tools_json;      // JSON array of tool schemas; empty: tools is None
+  std::string documents_json;  // JSON array; empty: documents is None
+  // JSON object of extra template variables (enable_thinking, date_string, ...); empty: none.
+  std::string kwargs_json;
+  bool add_generation_prompt = false;
+  // The moment strftime_now() formats, "YYYY-MM-DDTHH:MM[:SS]"; empty: the local clock now.
+  std::string date;
+};
 
-// A compiled Jinja chat template (the subset Hugging Face chat templates use, with
-// trim_blocks and lstrip_blocks on, as transformers renders them).
+// Special tokens of tokenizer_config.json as transformers' special_tokens_map passes them:
+// only the ones that are set (a null bos_token stays undefined in the template).
+struct SpecialTokens {
+  std::vector<std::pair<std::string, std::string>> named;  // bos_token, eos_token, pad_token, ...
+  std::vector<std::string> additional;                     // additional_special_tokens
+  std::string Get(const std::string& name) const;          // "" when unset
+};
+
+// "YYYY-MM-DDTHH:MM[:SS]" -> broken-down time; InvalidArgument naming the value otherwise.
+absl::StatusOr<std::tm> ParseTemplateDate(const std::string& date);
+// The local clock now, in the same form (what a capture records when no date was pinned).
+std::string CurrentTemplateDate();
+
+struct ChatTemplateProgram;  // the parsed template (server/tokenizer/jinja)
+
+// A Hugging Face chat template, rendered as transformers renders it (Jinja2's sandbox with
+// trim_blocks and lstrip_blocks, loopcontrols, tojson without ASCII escaping,
+// raise_exception, strftime_now, {% generation %}).
 class ChatTemplate {
  public:
-  // Unsupported construct -> InvalidArgument naming it.
+  // Syntax errors -> InvalidArgument naming the construct. Unknown filters, tests and names are
+  // not errors here: they fail when a render reaches them, as in Jinja2.
   static absl::StatusOr<ChatTemplate> Compile(const std::string& source);
-  // raise_exception(msg) in the template -> FailedPrecondition carrying msg.
+  // Never fails: a template that does not parse fails at Render with the syntax error, so a
+  // model with an unusable template still loads and serves text and token ids.
+  static ChatTemplate CompileOrDefer(const std::string& source);
+
+  // raise_exception(msg) in the template -> FailedPrecondition "chat template raised: msg".
+  absl::StatusOr<std::string> Render(const ChatTemplateArgs& args,
+                                     const SpecialTokens& special_tokens) const;
+  // Messages with string content only; bos/eos passed when non-empty.
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt, const std::string& bos_token,
                                      const std::string& eos_token) const;
   const std::string& source() const { return source_; }
+  const absl::Status& compile_status() const { return compile_status_; }
 
  private:
   std::string source_;
+  absl::Status compile_status_;
   std::shared_ptr<const ChatTemplateProgram> program_;
 };
 
+// JSON array text of `messages` ([{"role": ..., "content": ...}, ...]).
+std::string ChatMessagesJson(const std::vector<ChatMessage>& messages);
+
 // Reads DIR/tokenizer_config.json: chat_template (string, or list of {name, template}: takes
-// "default"), bos_token/eos_token (string or {content}).
+// "default"), and every special token (string or {content}). A template that does not parse
+// is kept (its error surfaces when rendering), so the model still loads.
 struct ChatTemplateConfig {
   std::optional<ChatTemplate> chat_template;
-  std::string bos_token, eos_token;
+  std::string bos_token, eos_token;  // "" when unset
+  SpecialTokens special_tokens;
 };
 absl::StatusOr<ChatTemplateConfig> LoadChatTemplateConfig(const std::string& dir);
 
