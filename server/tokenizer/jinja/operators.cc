@@ -220,7 +220,8 @@ absl::StatusOr<Value> Renderer::GetItem(const Value& object, const Value& key) {
       if (found) return *found;
     }
   } else if (object.is_generator()) {
-    return TypeError("'generator' object is not subscriptable");
+    // Jinja2's getitem turns a TypeError of the subscription into an undefined value.
+    return Value::Undefined("'generator' object is not subscriptable");
   } else if ((object.is_list() || object.is_string()) && key.IsInteger()) {
     const std::vector<std::string> chars =
         object.is_string() ? CodePoints(object.str()) : std::vector<std::string>();

@@ -79,7 +79,9 @@ absl::Status Renderer::RenderNode(const Node& node, Flow* flow, std::string* out
       }
       std::string captured;
       Flow inner = Flow::kNormal;
+      frames_.emplace_back();  // assignments inside the block stay inside it, as in Jinja2
       absl::Status status = RenderBody(node.body, &inner, &captured);
+      frames_.pop_back();
       if (!status.ok()) return status;
       Value value = Value::Str(std::move(captured));
       if (node.expr) {  // {% set x | filter %}
@@ -106,7 +108,9 @@ absl::Status Renderer::RenderNode(const Node& node, Flow* flow, std::string* out
     case Node::Kind::kFilter: {
       std::string captured;
       Flow inner = Flow::kNormal;
+      frames_.emplace_back();  // assignments inside the block stay inside it, as in Jinja2
       absl::Status status = RenderBody(node.body, &inner, &captured);
+      frames_.pop_back();
       if (!status.ok()) return status;
       auto filtered = ApplyChain(*node.expr, Value::Str(std::move(captured)));
       if (!filtered.ok()) return filtered.status();
@@ -530,8 +534,11 @@ absl::StatusOr<Value> Renderer::EvalSlice(const Expr& e) {
   const bool is_string = object->is_string();
   if (is_string) {
     chars = CodePoints(object->str());
-  } else if (!object->is_list()) {
-    return TypeError(absl::StrCat("'", object->TypeName(), "' object is not subscriptable"));
+  } else if (object->is_dict()) {
+    return TypeError("unhashable type: 'slice'");
+  } else if (!object->is_list() || object->is_generator()) {
+    // Jinja2's getitem: a subscription that raises TypeError gives an undefined value.
+    return Value::Undefined(absl::StrCat("'", object->TypeName(), "' object is not subscriptable"));
   }
   const int64_t n =
       is_string ? static_cast<int64_t>(chars.size()) : static_cast<int64_t>(object->list().size());

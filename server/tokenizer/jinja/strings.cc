@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/tokenizer/jinja/builtins.h"
+#include "utf8proc.h"
 
 namespace attnscope::jinja {
 
@@ -40,42 +41,83 @@ std::string PyStrip(const std::string& s, const Value* chars, bool left, bool ri
   return out;
 }
 
-std::string PyUpper(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+namespace {
+
+// Decodes one code point at s[*i] (advancing *i past it); invalid bytes map to themselves.
+int32_t NextCodePoint(const std::string& s, size_t* i) {
+  utf8proc_int32_t cp = 0;
+  const utf8proc_ssize_t n =
+      utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data()) + *i,
+                       static_cast<utf8proc_ssize_t>(s.size() - *i), &cp);
+  if (n <= 0) {
+    cp = static_cast<unsigned char>(s[*i]);
+    *i += 1;
+    return -cp - 1;  // a raw byte, kept as is
+  }
+  *i += static_cast<size_t>(n);
+  return cp;
+}
+
+void Append(int32_t cp, std::string* out) {
+  if (cp < 0) {
+    out->push_back(static_cast<char>(-cp - 1));
+    return;
+  }
+  utf8proc_uint8_t buffer[4];
+  const utf8proc_ssize_t n = utf8proc_encode_char(cp, buffer);
+  out->append(reinterpret_cast<const char*>(buffer), static_cast<size_t>(n));
+}
+
+bool IsCased(int32_t cp) {
+  return cp >= 0 &&
+         (utf8proc_toupper(cp) != cp || utf8proc_tolower(cp) != cp || utf8proc_totitle(cp) != cp);
+}
+
+template <typename Map>
+std::string MapCodePoints(const std::string& s, Map map) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const int32_t cp = NextCodePoint(s, &i);
+    Append(cp < 0 ? cp : map(cp), &out);
   }
   return out;
+}
+
+}  // namespace
+
+std::string PyUpper(const std::string& s) {
+  return MapCodePoints(s, [](int32_t cp) { return utf8proc_toupper(cp); });
 }
 
 std::string PyLower(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  }
-  return out;
+  return MapCodePoints(s, [](int32_t cp) { return utf8proc_tolower(cp); });
 }
 
 std::string PyTitle(const std::string& s) {
-  std::string out = s;
+  // str.title(): a cased character after an uncased one starts a word.
+  std::string out;
   bool previous_cased = false;
-  for (char& c : out) {
-    const bool upper = c >= 'A' && c <= 'Z', lower = c >= 'a' && c <= 'z';
-    if (upper || lower) {
-      c = previous_cased ? static_cast<char>(upper ? c + 32 : c)
-                         : static_cast<char>(lower ? c - 32 : c);
-      previous_cased = true;
-    } else {
-      // Non-ASCII letters count as cased in Python; keep them as they are and as cased.
-      previous_cased = static_cast<unsigned char>(c) >= 0x80;
-    }
+  for (size_t i = 0; i < s.size();) {
+    const int32_t cp = NextCodePoint(s, &i);
+    const bool cased = IsCased(cp);
+    Append(cp < 0  ? cp
+           : cased ? (previous_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp))
+                   : cp,
+           &out);
+    previous_cased = cased;
   }
   return out;
 }
 
 std::string PyCapitalize(const std::string& s) {
-  std::string out = PyLower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
+  std::string out;
+  bool first = true;
+  for (size_t i = 0; i < s.size();) {
+    const int32_t cp = NextCodePoint(s, &i);
+    Append(cp < 0 ? cp : first ? utf8proc_totitle(cp) : utf8proc_tolower(cp), &out);
+    first = false;
+  }
   return out;
 }
 

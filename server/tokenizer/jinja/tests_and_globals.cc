@@ -43,20 +43,30 @@ absl::StatusOr<int64_t> IntegerOf(const Value& v, const char* test) {
     return TypeError(absl::StrCat("'is ", test, "' needs an integer, not ", v.TypeName()));
   return v.integer();
 }
-Result Odd(Renderer&, const Value& v, CallArgs&) {
+// Jinja2 computes `value % 2`: for a string that is %-formatting, which either fails or gives a
+// string that never equals the number.
+absl::StatusOr<bool> StringModulo(Renderer& r, const Value& v, const Value& divisor) {
+  auto formatted = PercentFormat(r, v.str(), {divisor});
+  if (!formatted.ok()) return formatted.status();
+  return false;
+}
+Result Odd(Renderer& r, const Value& v, CallArgs&) {
+  if (v.is_string()) return StringModulo(r, v, Value::Int(2));
   if (v.is_float()) return std::fmod(std::fabs(v.real()), 2.0) == 1.0;
   auto n = IntegerOf(v, "odd");
   if (!n.ok()) return n.status();
   return *n % 2 != 0;
 }
-Result Even(Renderer&, const Value& v, CallArgs&) {
+Result Even(Renderer& r, const Value& v, CallArgs&) {
+  if (v.is_string()) return StringModulo(r, v, Value::Int(2));
   if (v.is_float()) return std::fmod(v.real(), 2.0) == 0.0;
   auto n = IntegerOf(v, "even");
   if (!n.ok()) return n.status();
   return *n % 2 == 0;
 }
-Result DivisibleBy(Renderer&, const Value& v, CallArgs& a) {
+Result DivisibleBy(Renderer& r, const Value& v, CallArgs& a) {
   const Value* d = a.Get(0, "num");
+  if (v.is_string() && d) return StringModulo(r, v, *d);
   auto n = IntegerOf(v, "divisibleby");
   if (!n.ok()) return n.status();
   if (!d || !d->IsInteger()) return TypeError("'is divisibleby' needs an integer");
