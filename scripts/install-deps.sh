@@ -12,6 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev libpcre2-dev libutf8proc-dev libssl-dev
   python3-torch python3-grpcio python3-grpc-tools python3-numpy python3-matplotlib
   python3-pytest python3-protobuf python3-yaml
+  python3-jinja2  # the reference renderer of the chat-template differential tests
   python3-tqdm python3-pandas python3-nbconvert python3-nbformat python3-nbclient python3-ipykernel
   nodejs chromium
 )
