@@ -292,9 +292,12 @@ absl::StatusOr<nlohmann::json> BuildViewDocument(const MappedCapture& capture,
   return doc;
 }
 
-std::string ViewHtml(const nlohmann::json& document) {
-  std::string data = document.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  // "<" occurs only inside JSON strings; \u003c keeps "</script>" and "<!--" out of the page.
+namespace {
+
+// JSON for a <script> element: "<" occurs only inside JSON strings, and \u003c keeps
+// "</script>" and "<!--" out of the page.
+std::string ScriptJson(const nlohmann::json& value) {
+  const std::string data = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::string escaped;
   escaped.reserve(data.size());
   for (char c : data) {
@@ -304,11 +307,42 @@ std::string ViewHtml(const nlohmann::json& document) {
       escaped.push_back(c);
     }
   }
+  return escaped;
+}
+
+}  // namespace
+
+std::string ViewHtml(const nlohmann::json& document) {
+  // The first head's matrix stays in the document; the others follow the viewer's script as
+  // their own elements, so the page draws before the browser has read them all (they are
+  // most of the file). data.js reads them once the document has loaded.
+  nlohmann::json head = document;
+  nlohmann::json deferred = nlohmann::json::object();
+  std::string matrices_html;
+  const nlohmann::json& all = document["matrices"];
+  std::string first;
+  for (int layer : document["layers"].get<std::vector<int>>()) {
+    for (int h : document["heads"].get<std::vector<int>>()) {
+      const std::string key = absl::StrCat(layer, ":", h);
+      if (first.empty() && all.contains(key)) first = key;
+    }
+  }
+  head["matrices"] = nlohmann::json::object();
+  for (const auto& [key, entry] : all.items()) {
+    if (key == first) {
+      head["matrices"][key] = entry;
+      continue;
+    }
+    deferred[key] = entry["dtype"];
+    absl::StrAppend(&matrices_html,
+                    "<script type=\"application/octet-stream\" id=\"attnscope-matrix-", key, "\">",
+                    entry["data"].get<std::string>(), "</script>\n");
+  }
+  head["deferred"] = deferred;
   std::string title = "attnscope viewer";
   if (document.contains("model") && document["model"].is_string()) {
-    std::string model = document["model"].get<std::string>();
     std::string safe;
-    for (char c : model) {
+    for (char c : document["model"].get<std::string>()) {
       if (c == '<' || c == '>' || c == '&') continue;
       safe.push_back(c);
     }
@@ -318,9 +352,9 @@ std::string ViewHtml(const nlohmann::json& document) {
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" "
       "content=\"width=device-width, initial-scale=1\">\n<title>",
       title, "</title></head>\n<body style=\"margin:0\"><div id=\"attnscope\"></div>\n",
-      "<script type=\"application/json\" id=\"attnscope-data\">", escaped, "</script>\n<script>",
-      std::string(kViewerBundle, kViewerBundleSize),
-      "\nAttnScopeViewer.mountPage();</script>\n</body></html>\n");
+      "<script type=\"application/json\" id=\"attnscope-data\">", ScriptJson(head),
+      "</script>\n<script>", std::string(kViewerBundle, kViewerBundleSize),
+      "\nAttnScopeViewer.mountPage();</script>\n", matrices_html, "</body></html>\n");
 }
 
 }  // namespace attnscope::cli

@@ -16,6 +16,19 @@ from attnscope import Capture, viewer
 
 TEXT = "Net sales rose 8% while revenue and cash from operations increased; debt fell."
 DATA = re.compile(r'<script type="application/json" id="attnscope-data">(.*?)</script>', re.S)
+MATRIX = re.compile(r'<script type="application/octet-stream" id="attnscope-matrix-([^"]+)">(.*?)</script>', re.S)
+
+
+def page_document(page):
+    """The view document of a command-line page, with the matrices that follow the viewer's
+    script (the "deferred" ones) put back."""
+    document = json.loads(DATA.search(page).group(1))
+    deferred = document.pop("deferred")
+    found = dict(MATRIX.findall(page))
+    assert sorted(found) == sorted(deferred)
+    for key, dtype in deferred.items():
+        document["matrices"][key] = {"dtype": dtype, "data": found[key]}
+    return document
 
 
 def run(*args):
@@ -41,7 +54,7 @@ def cli_document(*args):
     run("view", *args[:-1], "--out", page_path)
     with open(page_path, encoding="utf-8") as f:
         page = f.read()
-    return page, json.loads(DATA.search(page).group(1))
+    return page, page_document(page)
 
 
 def test_python_document_equals_the_command_lines(captured):

@@ -4,6 +4,8 @@
 //   {format, model, tokens, token_ids, prompt_length, layers, heads,
 //    thumbnails: {size: S, data: base64 uint8 [layers, heads, S, S]},
 //    matrices: {"L:H" | "L:mean": {dtype, data: base64 lower triangle}},
+//    deferred: {"L:H": dtype}: matrices in <script id="attnscope-matrix-L:H"> elements after
+//              the viewer's script (the HTML file), read once the document has loaded,
 //    embedded: {max_bytes, bytes, heads_total, heads_full, note},
 //    terms: [{term, word, positions}], report: analysis JSON | null, serve: bool}
 //
@@ -129,13 +131,23 @@ export class ViewData {
   }
   available(layer, head) {
     const key = headKey(layer, head);
-    return this.cache.has(key) || key in this.doc.matrices || Boolean(this.doc.serve);
+    return (
+      this.cache.has(key) || key in this.doc.matrices || key in (this.doc.deferred || {}) || Boolean(this.doc.serve)
+    );
+  }
+
+  // A deferred matrix's base64 text, or null while the document is still loading.
+  deferredEntry(key) {
+    const dtype = (this.doc.deferred || {})[key];
+    if (!dtype || document.readyState === "loading") return null;
+    const element = document.getElementById(`attnscope-matrix-${key}`);
+    return element ? { dtype, data: element.textContent } : null;
   }
   // The matrix if it is already decoded (hover paths must not wait).
   cached(layer, head) {
     const key = headKey(layer, head);
     if (this.cache.has(key)) return this.cache.get(key);
-    const entry = this.doc.matrices[key];
+    const entry = this.doc.matrices[key] || this.deferredEntry(key);
     if (!entry) return null;
     const matrix = new CausalMatrix(bytesToFloats(base64ToBytes(entry.data), entry.dtype), this.size);
     this.cache.set(key, matrix);
@@ -144,8 +156,12 @@ export class ViewData {
   async load(layer, head) {
     const ready = this.cached(layer, head);
     if (ready) return ready;
-    if (!this.doc.serve) return null;
     const key = headKey(layer, head);
+    if (key in (this.doc.deferred || {}) && document.readyState === "loading") {
+      await new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }));
+      return this.cached(layer, head);
+    }
+    if (!this.doc.serve) return null;
     if (!this.pending.has(key)) {
       const url = `api/head?layer=${layer}&head=${head}`;
       this.pending.set(

@@ -19,43 +19,47 @@ function shortLabel(position, token) {
   return `${position} ${t.length > 12 ? t.slice(0, 11) + "\u2026" : t}`;
 }
 
-// Levels of colour indices: level 0 is [T, T]; level k+1 halves each side by 2x2 max.
+// The matrix as colour levels (lower triangle, one byte a cell) and the sizes of its pyramid:
+// level k has ceil(T / 2^k) texels a side, each the max of the 2^k x 2^k cells it covers.
+// A level's texels are computed on first use, straight from the triangle, so the first frame
+// pays only for the level it shows.
 function buildPyramid(matrix) {
   const n = matrix.size;
-  const base = new Uint8Array(n * n);
   const values = matrix.values;
-  let at = 0;
-  for (let i = 0; i < n; ++i) {
-    const rowStart = i * n;
-    for (let j = 0; j <= i; ++j) base[rowStart + j] = weightLevel(values[at++]);
+  const triangle = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; ++i) triangle[i] = weightLevel(values[i]);
+  const levels = [];
+  for (let k = 0; ; ++k) {
+    const size = Math.ceil(n / 2 ** k);
+    levels.push({ size, shift: k, cells: 2 ** k, data: null, canvas: null });
+    if (size <= 64) break;
   }
-  const levels = [{ size: n, cells: 1, data: base, canvas: null }];
-  while (levels[levels.length - 1].size > 64) {
-    const below = levels[levels.length - 1];
-    const m = Math.ceil(below.size / 2);
-    const data = new Uint8Array(m * m);
-    const s = below.size;
-    for (let a = 0; a < m; ++a) {
-      for (let b = 0; b <= a; ++b) {
-        let best = 0;
-        for (let da = 0; da < 2; ++da) {
-          const r = 2 * a + da;
-          if (r >= s) continue;
-          for (let db = 0; db < 2; ++db) {
-            const c = 2 * b + db;
-            if (c < s) best = Math.max(best, below.data[r * s + c]);
-          }
-        }
-        data[a * m + b] = best;
-      }
-    }
-    levels.push({ size: m, cells: below.cells * 2, data, canvas: null });
-  }
-  return levels;
+  return { n, triangle, levels };
 }
 
-function levelCanvas(level, totalSize) {
+function levelData(pyramid, level) {
+  if (level.data) return level.data;
+  const { n, triangle } = pyramid;
+  const m = level.size;
+  const k = level.shift;
+  const data = new Uint8Array(m * m);
+  let at = 0;
+  for (let i = 0; i < n; ++i) {
+    const row = (i >> k) * m;
+    for (let j = 0; j <= i; ++j, ++at) {
+      const v = triangle[at];
+      const p = row + (j >> k);
+      if (v > data[p]) data[p] = v;
+    }
+  }
+  level.data = data;
+  return data;
+}
+
+function levelCanvas(pyramid, level) {
   if (level.canvas) return level.canvas;
+  const totalSize = pyramid.n;
+  const data = levelData(pyramid, level);
   const m = level.size;
   const canvas = document.createElement("canvas");
   canvas.width = m;
@@ -72,7 +76,7 @@ function levelCanvas(level, totalSize) {
         pixels[p + 1] = MASKED_RGB[1];
         pixels[p + 2] = MASKED_RGB[2];
       } else {
-        const c = 3 * level.data[a * m + b];
+        const c = 3 * data[a * m + b];
         pixels[p] = WEIGHT_LUT[c];
         pixels[p + 1] = WEIGHT_LUT[c + 1];
         pixels[p + 2] = WEIGHT_LUT[c + 2];
@@ -105,12 +109,17 @@ export class Heatmap {
     this.zoomOut = button(tools, "\u2212", "zoom out", () => this.zoomBy(0.5));
     this.fitButton = button(tools, "fit", "show the whole matrix", () => this.fit());
     el("span", "as-hint", tools).textContent = "wheel: zoom \u00b7 drag: pan \u00b7 double-click: fit";
-    this.canvas = el("canvas", "as-heatmap-canvas", container);
+    const stack = el("div", "as-heatmap-stack", container);
+    this.canvas = el("canvas", "as-heatmap-canvas", stack);
+    // Hover box and the strip's row/column band: a second canvas on top, so a hover redraws
+    // only these and never the matrix.
+    this.overlay = el("canvas", "as-heatmap-overlay", stack);
     this.readout = el("div", "as-readout", container);
     this.readout.textContent = "\u00a0";
     this.notice = el("div", "as-heatmap-notice", container);
     this.matrix = null;
-    this.levels = null;
+    this.pyramid = null;
+    this.frame = 0;
     this.highlight = null; // {row} or {column}: the token hovered in the strip
     this.hover = null;
     this.resize();
@@ -123,10 +132,12 @@ export class Heatmap {
     this.cssWidth = width;
     this.cssHeight = width;
     const dpr = window.devicePixelRatio || 1;
-    this.canvas.width = Math.round(width * dpr);
-    this.canvas.height = Math.round(width * dpr);
-    this.canvas.style.width = `${width}px`;
-    this.canvas.style.height = `${width}px`;
+    for (const canvas of [this.canvas, this.overlay]) {
+      canvas.width = Math.round(width * dpr);
+      canvas.height = Math.round(width * dpr);
+      canvas.style.width = `${width}px`;
+      canvas.style.height = `${width}px`;
+    }
     this.dpr = dpr;
     this.plot = Math.min(width - LEFT - 8, width - TOP - 8);
   }
@@ -138,7 +149,7 @@ export class Heatmap {
     this.draw();
   }
 
-  zoomBy(factor, anchorX = this.plot / 2, anchorY = this.plot / 2) {
+  zoomBy(factor, anchorX = this.plot / 2, anchorY = this.plot / 2, coalesce = false) {
     const minScale = this.plot / this.size;
     const next = Math.min(48, Math.max(minScale, this.scale * factor));
     const cx = this.x0 + anchorX / this.scale;
@@ -147,7 +158,8 @@ export class Heatmap {
     this.x0 = cx - anchorX / next;
     this.y0 = cy - anchorY / next;
     this.clamp();
-    this.draw();
+    if (coalesce) this.requestDraw();
+    else this.draw();
   }
 
   clamp() {
@@ -159,7 +171,7 @@ export class Heatmap {
   // Shows `matrix` (a CausalMatrix) or, when null, the thumbnail with `notice`.
   show(matrix, title, notice = "", thumbnail = null) {
     this.matrix = matrix;
-    this.levels = matrix ? buildPyramid(matrix) : null;
+    this.pyramid = matrix ? buildPyramid(matrix) : null;
     this.thumbnail = thumbnail;
     this.title.textContent = title;
     this.notice.textContent = notice;
@@ -169,7 +181,48 @@ export class Heatmap {
 
   setHighlight(highlight) {
     this.highlight = highlight;
-    this.draw();
+    this.drawOverlay();
+  }
+
+  // Coalesces redraws from wheel and drag events into one per frame.
+  requestDraw() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.draw();
+    });
+  }
+
+  px(cell) {
+    return LEFT + (cell - this.x0) * this.scale;
+  }
+
+  py(cell) {
+    return TOP + (cell - this.y0) * this.scale;
+  }
+
+  drawOverlay() {
+    const context = this.overlay.getContext("2d");
+    context.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    context.clearRect(0, 0, this.cssWidth, this.cssHeight);
+    const plot = this.plot;
+    context.save();
+    context.beginPath();
+    context.rect(LEFT, TOP, plot, plot);
+    context.clip();
+    if (this.highlight) {
+      context.fillStyle = "rgba(255, 127, 14, 0.3)";
+      const band = Math.max(1.5, this.scale);
+      if (this.highlight.row !== undefined) context.fillRect(LEFT, this.py(this.highlight.row), plot, band);
+      else context.fillRect(this.px(this.highlight.column), TOP, band, plot);
+    }
+    if (this.hover) {
+      context.strokeStyle = "#d62728";
+      context.lineWidth = 1.5;
+      const s = Math.max(3, this.scale);
+      context.strokeRect(this.px(this.hover.key), this.py(this.hover.query), s, s);
+    }
+    context.restore();
   }
 
   draw() {
@@ -185,11 +238,12 @@ export class Heatmap {
     context.rect(LEFT, TOP, plot, plot);
     context.clip();
     context.imageSmoothingEnabled = false;
-    if (this.levels) {
+    if (this.pyramid) {
+      const levels = this.pyramid.levels;
       let k = 0;
-      while (k + 1 < this.levels.length && this.levels[k + 1].cells <= 1 / this.scale) ++k;
-      const level = this.levels[k];
-      const source = levelCanvas(level, this.size);
+      while (k + 1 < levels.length && levels[k + 1].cells <= 1 / this.scale) ++k;
+      const level = levels[k];
+      const source = levelCanvas(this.pyramid, level);
       const c = level.cells;
       context.drawImage(source, this.x0 / c, this.y0 / c, visible / c, visible / c, LEFT, TOP, plot, plot);
     } else if (this.thumbnail) {
@@ -211,23 +265,12 @@ export class Heatmap {
       context.stroke();
       context.setLineDash([]);
     }
-    if (this.highlight) {
-      context.fillStyle = "rgba(255, 127, 14, 0.3)";
-      const band = Math.max(1.5, this.scale);
-      if (this.highlight.row !== undefined) context.fillRect(LEFT, py(this.highlight.row), plot, band);
-      else context.fillRect(px(this.highlight.column), TOP, band, plot);
-    }
-    if (this.hover) {
-      context.strokeStyle = "#d62728";
-      context.lineWidth = 1.5;
-      const s = Math.max(3, this.scale);
-      context.strokeRect(px(this.hover.key), py(this.hover.query), s, s);
-    }
     context.restore();
     context.strokeStyle = "#9aa3ad";
     context.lineWidth = 1;
     context.strokeRect(LEFT - 0.5, TOP - 0.5, plot + 1, plot + 1);
     this.drawLabels(context, visible, px, py);
+    this.drawOverlay();
   }
 
   drawLabels(context, visible, px, py) {
@@ -286,7 +329,7 @@ export class Heatmap {
         const cell = this.cellAt(event);
         if (!cell) return;
         event.preventDefault();
-        this.zoomBy(event.deltaY < 0 ? 1.25 : 0.8, cell.x, cell.y);
+        this.zoomBy(event.deltaY < 0 ? 1.25 : 0.8, cell.x, cell.y, true);
       },
       { passive: false },
     );
@@ -305,12 +348,13 @@ export class Heatmap {
       const cell = this.cellAt(event);
       this.hover = cell && cell.query < this.size && cell.key < this.size ? cell : null;
       this.updateReadout();
-      this.draw();
+      if (drag) this.requestDraw();
+      else this.drawOverlay();
     });
     canvas.addEventListener("mouseleave", () => {
       this.hover = null;
       this.updateReadout();
-      this.draw();
+      this.drawOverlay();
     });
   }
 

@@ -79,7 +79,7 @@ export function mount(root, doc) {
     if (matrix) return { matrix, label };
     return {
       matrix: null,
-      reason: data.doc.serve
+      reason: data.available(state.layer, head)
         ? `${label}: loading\u2026`
         : `${label}: full matrix not in this page (see the note at the top); hover needs it.`,
     };
@@ -117,7 +117,7 @@ export function mount(root, doc) {
     const wanted = [data.load(layer, head)];
     if (state.stripHeads === "mean") wanted.push(data.load(layer, "mean"));
     let matrix = data.cached(layer, head);
-    if (!matrix && data.doc.serve) heatmap.show(null, title, "loading\u2026", grid.thumbs[li][hi]);
+    if (!matrix && data.available(layer, head)) heatmap.show(null, title, "loading\u2026", grid.thumbs[li][hi]);
     try {
       [matrix] = await Promise.all(wanted);
     } catch (error) {
@@ -193,7 +193,11 @@ export function mountPage() {
   const source = document.getElementById("attnscope-data");
   const root = document.getElementById("attnscope");
   try {
-    window.attnscopeViewer = mount(root, JSON.parse(source.textContent));
+    const scriptStart = performance.now();
+    const doc = JSON.parse(source.textContent);
+    const parsed = performance.now();
+    window.attnscopeViewer = mount(root, doc);
+    Object.assign(window.attnscopeViewer.stats, { scriptStartMs: scriptStart, parsedMs: parsed, mountedMs: performance.now() });
   } catch (error) {
     root.textContent = `attnscope viewer: ${error.message}`;
     root.dataset.error = error.message;
