@@ -3,7 +3,7 @@
 //
 // Speed at thousands of tokens: the matrix becomes a pyramid of colour-level images, each
 // level the 2x2 max of the one below (a lone strong cell stays visible when zoomed out), and
-// a frame is one drawImage from the level whose texels are about one screen pixel.
+// a frame is one drawImage from the finest level whose texels are at least one screen pixel.
 import { WEIGHT_LUT, MASKED_RGB, weightLevel } from "./colors.js";
 
 const LEFT = 118; // room for query labels
@@ -109,6 +109,7 @@ export class Heatmap {
     this.zoomOut = button(tools, "\u2212", "zoom out", () => this.zoomBy(0.5));
     this.fitButton = button(tools, "fit", "show the whole matrix", () => this.fit());
     el("span", "as-hint", tools).textContent = "wheel: zoom \u00b7 drag: pan \u00b7 double-click: fit";
+    this.notice = el("div", "as-heatmap-notice", container);
     const stack = el("div", "as-heatmap-stack", container);
     this.canvas = el("canvas", "as-heatmap-canvas", stack);
     // Hover box and the strip's row/column band: a second canvas on top, so a hover redraws
@@ -116,7 +117,6 @@ export class Heatmap {
     this.overlay = el("canvas", "as-heatmap-overlay", stack);
     this.readout = el("div", "as-readout", container);
     this.readout.textContent = "\u00a0";
-    this.notice = el("div", "as-heatmap-notice", container);
     this.matrix = null;
     this.pyramid = null;
     this.frame = 0;
@@ -241,7 +241,9 @@ export class Heatmap {
     if (this.pyramid) {
       const levels = this.pyramid.levels;
       let k = 0;
-      while (k + 1 < levels.length && levels[k + 1].cells <= 1 / this.scale) ++k;
+      // The first level whose texels are at least a screen pixel: none is skipped, so every
+      // pixel shows the max of the cells under it.
+      while (k + 1 < levels.length && levels[k].cells * this.scale < 1) ++k;
       const level = levels[k];
       const source = levelCanvas(this.pyramid, level);
       const c = level.cells;

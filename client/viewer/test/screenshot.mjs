@@ -10,10 +10,13 @@ try {
   await page.goto(`file://${resolve(html)}`);
   await page.waitForSelector("#attnscope[data-rendered=true]", { timeout: 120000 });
   const grid = await page.evaluate(() => window.attnscopeViewer.data.layers.length);
-  // A head of the middle layer, the type overlay when there is a report, one token hovered.
+  // The second head whose matrix the page has, the type overlay when there is a report, one
+  // token hovered.
   await page.evaluate(async () => {
     const v = window.attnscopeViewer;
-    await v.select(v.data.layers[Math.floor(v.data.layers.length / 2)], v.data.heads[1 % v.data.heads.length]);
+    const heads = v.data.layers.flatMap((l) => v.data.heads.map((h) => [l, h])).filter(([l, h]) => v.data.available(l, h));
+    const [layer, head] = heads[Math.min(1, heads.length - 1)];
+    await v.select(layer, head);
   });
   await page.selectOption(".as-controls label:nth-child(5) select", { index: 1 }).catch(() => {});
   const position = hover !== undefined ? Number(hover) : await page.evaluate(() => window.attnscopeViewer.data.size - 3);
