@@ -13,9 +13,11 @@
 #include <iostream>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cpp/view_page.h"
 
 namespace attnscope::cli {
@@ -42,6 +44,8 @@ const char* Reason(int status) {
       return "Bad Request";
     case 404:
       return "Not Found";
+    case 403:
+      return "Forbidden";
     case 405:
       return "Method Not Allowed";
     case 431:
@@ -100,8 +104,27 @@ Reply HeadReply(const MappedCapture& capture, const std::string& query) {
   return reply;
 }
 
-Reply Route(const MappedCapture& capture, const std::string& page, const std::string& head) {
+// The Host header's value ("" when absent), lower-cased.
+std::string HostHeader(const std::string& head) {
+  for (absl::string_view line : absl::StrSplit(head, "\r\n")) {
+    if (line.size() > 5 && absl::AsciiStrToLower(line.substr(0, 5)) == "host:") {
+      return absl::AsciiStrToLower(absl::StripAsciiWhitespace(line.substr(5)));
+    }
+  }
+  return "";
+}
+
+Reply Route(const MappedCapture& capture, const std::string& page, const std::string& head,
+            int port) {
   Reply reply;
+  // Only pages addressed to this loopback server by name or number: a web page elsewhere that
+  // rebinds its own host name to 127.0.0.1 must not read the capture.
+  const std::string host = HostHeader(head);
+  if (host != absl::StrCat("127.0.0.1:", port) && host != absl::StrCat("localhost:", port)) {
+    reply.status = 403;
+    reply.body = absl::StrCat("Host '", host, "' is not 127.0.0.1:", port, " or localhost:", port);
+    return reply;
+  }
   const size_t line_end = head.find("\r\n");
   std::vector<std::string> parts = absl::StrSplit(head.substr(0, line_end), ' ');
   if (parts.size() != 3 || parts[2].rfind("HTTP/1.", 0) != 0) {
@@ -129,7 +152,7 @@ Reply Route(const MappedCapture& capture, const std::string& page, const std::st
   return reply;
 }
 
-void Answer(int fd, const MappedCapture& capture, const std::string& page) {
+void Answer(int fd, const MappedCapture& capture, const std::string& page, int port) {
   std::string head;
   char buffer[4096];
   while (head.find("\r\n\r\n") == std::string::npos) {
@@ -148,7 +171,7 @@ void Answer(int fd, const MappedCapture& capture, const std::string& page) {
     if (n <= 0) return;
     head.append(buffer, static_cast<size_t>(n));
   }
-  Reply reply = Route(capture, page, head);
+  Reply reply = Route(capture, page, head, port);
   std::string out = absl::StrCat("HTTP/1.1 ", reply.status, " ", Reason(reply.status),
                                  "\r\nContent-Type: ", reply.content_type,
                                  "\r\nContent-Length: ", reply.body.size(),
@@ -191,7 +214,7 @@ absl::Status ServeView(const MappedCapture& capture, const std::string& page, in
     if (ready <= 0) continue;
     const int fd = accept(listener, nullptr, nullptr);
     if (fd < 0) continue;
-    Answer(fd, capture, page);
+    Answer(fd, capture, page, ntohs(address.sin_port));
     close(fd);
   }
   close(listener);

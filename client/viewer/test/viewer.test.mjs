@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { connect } from "node:net";
 import { join, resolve } from "node:path";
 import { launch } from "./browser.mjs";
 import { readCapture, topKeys } from "./capture_reader.mjs";
@@ -202,6 +203,17 @@ test("view --serve fetches any head on demand", async () => {
     }, url);
     assert.equal(missing.status, 404);
     assert.match(missing.text, /layer 99 was not captured/);
+    // Another Host (a rebinding page elsewhere) is refused.
+    const port = new URL(url).port;
+    const foreign = await new Promise((resolveReply, reject) => {
+      const socket = connect(Number(port), "127.0.0.1", () =>
+        socket.write(`GET /api/head?layer=0&head=0 HTTP/1.1\r\nHost: attacker.example:${port}\r\n\r\n`));
+      let reply = "";
+      socket.on("data", (chunk) => (reply += chunk));
+      socket.on("end", () => resolveReply(reply));
+      socket.on("error", reject);
+    });
+    assert.match(foreign, /^HTTP\/1\.1 403 /);
     assert.deepEqual(errors, []);
     await page.close();
   } finally {
