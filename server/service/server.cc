@@ -162,9 +162,17 @@ void AttnScopeServer::Drain() {
   while (service_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  const int left = service_->in_flight();
-  if (left > 0) spdlog::warn("grace period over: cancelling {} requests", left);
-  // Shutdown cancels whatever is still running once its deadline (now) passes.
+  if (service_->in_flight() > 0) {
+    const int ended = service_->EndInFlightAfterGrace();
+    spdlog::warn("grace period over: {} requests end with UNAVAILABLE", ended);
+    // They stop at the engine's next check (one decode step) or, for a stream, once its write
+    // in flight completes; a client that stopped reading cannot delay the exit past this.
+    const auto end_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (service_->in_flight() > 0 && std::chrono::steady_clock::now() < end_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  // Shutdown cancels whatever is still there once its deadline passes.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   server_->Wait();
   shut_down_ = true;

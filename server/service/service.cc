@@ -299,6 +299,19 @@ AttnScopeService::AttnScopeService(ServerConfig config, ApiKeyTable keys)
 
 AttnScopeService::~AttnScopeService() { worker_.reset(); }
 
+void AttnScopeService::BeginDrain() {
+  draining_.store(true);
+  in_flight_.EndQueued(ToGrpcStatus(absl::UnavailableError(
+      "the server is shutting down (draining): the request was still waiting for the engine; "
+      "retry elsewhere")));
+}
+
+int AttnScopeService::EndInFlightAfterGrace() {
+  return in_flight_.EndAll(ToGrpcStatus(absl::UnavailableError(absl::StrCat(
+      "the server shut down: the request was still running when drain_grace_seconds = ",
+      config_.drain_grace_seconds, " expired; retry elsewhere"))));
+}
+
 void AttnScopeService::SetModel(std::unique_ptr<session::LoadedModel> model) {
   model_ = std::move(model);
   model_ready_.store(true);
@@ -333,7 +346,7 @@ absl::StatusOr<Admission> AttnScopeService::Admit(grpc::CallbackServerContext* c
   if (!model_ready_.load()) {
     return absl::UnavailableError("the model is still loading; retry when health is SERVING");
   }
-  admission.in_flight = std::make_unique<InFlightToken>(&in_flight_);
+  admission.in_flight = in_flight_.Add();
   return admission;
 }
 
@@ -395,14 +408,17 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
       [reactor](const grpc::Status& status) { reactor->Finish(status); },
       [reactor] { reactor->CancelFromServer(); });
   reactor->Start(call->stream);
+  record->admission.in_flight->SetEnd(
+      [stream = call->stream](const grpc::Status& status) { stream->Close(status); });
 
   const session::LoadedModel* model = model_.get();
   const uint64_t max_chunk_bytes = config_.streaming.max_message_bytes;
   absl::Status submitted = worker_->Submit([call, model, max_chunk_bytes, this] {
     RequestRecord& rec = *call->record;
     rec.queue_seconds = SecondsSince(rec.admission.arrival);
+    rec.admission.in_flight->MarkStarted();
     ResponseStream& stream = *call->stream;
-    if (!stream.CheckOpen().ok()) return;  // cancelled while waiting
+    if (!stream.CheckOpen().ok()) return;  // cancelled or drained while waiting
     const session::PreparedGeneration& p = call->prepared;
 
     v1::GenerateResponse header_message;
@@ -487,10 +503,15 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   const session::LoadedModel* model = model_.get();
   const auto deadline = context->deadline();
   auto state = reactor->state();
+  record->admission.in_flight->SetEnd([state](const grpc::Status& status) {
+    state->cancelled->store(true);
+    UnaryCall::FinishOnce(state, status, nullptr);
+  });
   absl::Status submitted = worker_->Submit([state, record, model, deadline, response,
                                             max_reply_bytes = config_.limits.max_reply_bytes,
                                             prepared = *std::move(prepared)]() mutable {
     record->queue_seconds = SecondsSince(record->admission.arrival);
+    record->admission.in_flight->MarkStarted();
     if (state->cancelled->load()) return;
     absl::StatusOr<session::AnalysisOutcome> outcome =
         session::RunAnalysis(*model, prepared, [&state, deadline]() -> absl::Status {

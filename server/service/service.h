@@ -13,23 +13,12 @@
 #include "attnscope/v1/attnscope.grpc.pb.h"
 #include "server/service/api_keys.h"
 #include "server/service/engine_worker.h"
+#include "server/service/in_flight.h"
 #include "server/service/server_config.h"
 #include "server/session/prepare.h"
 #include "server/session/session.h"
 
 namespace attnscope::service {
-
-// Counts requests in flight (for drain) while alive.
-class InFlightToken {
- public:
-  explicit InFlightToken(std::atomic<int>* counter) : counter_(counter) { counter_->fetch_add(1); }
-  ~InFlightToken() { counter_->fetch_sub(1); }
-  InFlightToken(const InFlightToken&) = delete;
-  InFlightToken& operator=(const InFlightToken&) = delete;
-
- private:
-  std::atomic<int>* counter_;
-};
 
 // What admission hands to a request: who it is and the slots it holds until it ends.
 struct Admission {
@@ -48,9 +37,13 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   // Makes the model available to requests (once, after it is loaded and warmed).
   void SetModel(std::unique_ptr<session::LoadedModel> model);
   bool model_ready() const { return model_ready_.load(); }
-  // From now on new requests get UNAVAILABLE; in-flight ones continue.
-  void BeginDrain() { draining_.store(true); }
-  int in_flight() const { return in_flight_.load(); }
+  // From now on new requests get UNAVAILABLE, and so do the admitted ones still waiting for
+  // the engine (at once); running ones continue.
+  void BeginDrain();
+  // drain_grace_seconds expired: every request still in flight ends with UNAVAILABLE naming
+  // it. Returns how many were ended.
+  int EndInFlightAfterGrace();
+  int in_flight() const { return in_flight_.count(); }
   session::ModelView model_view() const;
   // The engine's queue (tests watch it to know when a request runs or waits).
   const EngineWorker& worker() const { return *worker_; }
@@ -76,7 +69,7 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   std::unique_ptr<session::LoadedModel> model_;
   std::atomic<bool> model_ready_{false};
   std::atomic<bool> draining_{false};
-  std::atomic<int> in_flight_{0};
+  InFlightCalls in_flight_;
   std::atomic<uint64_t> next_request_number_{1};
   std::string request_id_prefix_;
   std::unique_ptr<EngineWorker> worker_;
