@@ -503,10 +503,14 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   const session::LoadedModel* model = model_.get();
   const auto deadline = context->deadline();
   auto state = reactor->state();
-  record->admission.in_flight->SetEnd([state](const grpc::Status& status) {
-    state->cancelled->store(true);
-    UnaryCall::FinishOnce(state, status, nullptr);
-  });
+  // Weak: the state holds the record, which holds this hook's token.
+  record->admission.in_flight->SetEnd(
+      [weak = std::weak_ptr<UnaryCall::State>(state)](const grpc::Status& status) {
+        if (std::shared_ptr<UnaryCall::State> state = weak.lock()) {
+          state->cancelled->store(true);
+          UnaryCall::FinishOnce(state, status, nullptr);
+        }
+      });
   absl::Status submitted = worker_->Submit([state, record, model, deadline, response,
                                             max_reply_bytes = config_.limits.max_reply_bytes,
                                             prepared = *std::move(prepared)]() mutable {

@@ -466,12 +466,29 @@ class TinyServerTest : public ::testing::Test {
     config.streaming.stall_timeout_seconds = 1.5;
     config.streaming.stream_queue_bytes = 1 << 20;
     server_ = TestServer::Start(config).release();
+    if (server_ == nullptr) return;
+    // This machine's speed now (loaded, or under valgrind): 20 tokens of LongRequest's shape.
+    auto stub = server_->Stub();
+    v1::GenerateRequest warm_up = LongRequest();
+    warm_up.mutable_generation()->set_max_new_tokens(20);
+    RunStream(stub.get(), warm_up);
+    const auto start = Clock::now();
+    const grpc::Status status = RunStream(stub.get(), warm_up).status;
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    token_seconds_ = std::chrono::duration<double>(Clock::now() - start).count() / 20;
   }
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
   }
   void SetUp() override { ASSERT_NE(server_, nullptr); }
+
+  // How long the engine may take to stop after a cancel or a deadline: it stops at its next
+  // check, at most a prefill of `prompt_tokens` or one decode step away. Scaled from the
+  // measured speed with a wide margin, so a busy machine passes and a hang (never idle) fails.
+  static double StopCeiling(int prompt_tokens) {
+    return std::max(0.5, 10 * token_seconds_ * (prompt_tokens + 1));
+  }
 
   // A request that runs for seconds and streams ~100 MB unless stopped.
   static v1::GenerateRequest LongRequest() {
@@ -491,7 +508,9 @@ class TinyServerTest : public ::testing::Test {
   }
   static TestServer* server_;
   static std::string* model_dir_;
+  static double token_seconds_;  // seconds per generated token, measured in SetUpTestSuite
 };
+double TinyServerTest::token_seconds_ = 0;
 TestServer* TinyServerTest::server_ = nullptr;
 std::string* TinyServerTest::model_dir_ = nullptr;
 
@@ -547,9 +566,9 @@ TEST_F(TinyServerTest, CancelMidStreamStopsTheEngineAtOnce) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_FALSE(saw_final);
   // A decode step of this model takes milliseconds; the engine must stop within about one.
-  ASSERT_TRUE(WaitIdle(0.5)) << "the engine kept running after the cancel";
+  ASSERT_TRUE(WaitIdle(StopCeiling(24))) << "the engine kept running after the cancel";
   const double stop_seconds = std::chrono::duration<double>(Clock::now() - cancelled_at).count();
-  EXPECT_LT(stop_seconds, 0.5);
+  EXPECT_LT(stop_seconds, StopCeiling(24)) << "seconds per token: " << token_seconds_;
   v1::GenerateRequest short_request;
   short_request.mutable_ids()->add_ids(40);
   short_request.mutable_generation()->set_max_new_tokens(2);
@@ -564,8 +583,8 @@ TEST_F(TinyServerTest, ShortDeadlineStopsTheRequest) {
   });
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(result.finals, 0);
-  ASSERT_TRUE(WaitIdle(0.5)) << "the engine kept running after the deadline";
-  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1.5);
+  ASSERT_TRUE(WaitIdle(StopCeiling(24))) << "the engine kept running after the deadline";
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 1 + StopCeiling(24));
 }
 
 TEST_F(TinyServerTest, AnalyzeHeadsStopsAtItsDeadline) {
@@ -578,7 +597,7 @@ TEST_F(TinyServerTest, AnalyzeHeadsStopsAtItsDeadline) {
   v1::AnalyzeResponse response;
   const grpc::Status status = stub->AnalyzeHeads(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  ASSERT_TRUE(WaitIdle(0.5)) << "the analysis kept running after the deadline";
+  ASSERT_TRUE(WaitIdle(StopCeiling(24))) << "the analysis kept running after the deadline";
   // The server still answers.
   v1::AnalyzeRequest small;
   small.mutable_ids()->add_ids(40);
@@ -610,8 +629,9 @@ TEST_F(TinyServerTest, AnalyzeHeadsClientGoneMidAnalysisLeavesTheServerServing) 
     context.TryCancel();
     caller.join();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
-    ASSERT_TRUE(WaitIdle(2 * TimeScale()))
-        << "the analysis kept running after the client went away";
+    ASSERT_TRUE(WaitIdle(2 + StopCeiling(600)))
+        << "the analysis kept running after the client went away (seconds per token: "
+        << token_seconds_ << ")";
   }
   v1::AnalyzeRequest small;
   small.mutable_ids()->add_ids(40);
@@ -684,7 +704,7 @@ TEST_F(TinyServerTest, QueueFullIsResourceExhaustedAtOnce) {
     }
     reader->Finish();
   }
-  EXPECT_TRUE(WaitIdle(2));
+  EXPECT_TRUE(WaitIdle(2 + 3 * StopCeiling(24)));
 }
 
 TEST_F(TinyServerTest, StalledReaderIsCutOffAfterTheStallTimeout) {
@@ -694,7 +714,7 @@ TEST_F(TinyServerTest, StalledReaderIsCutOffAfterTheStallTimeout) {
   v1::GenerateResponse message;
   ASSERT_TRUE(reader->Read(&message));  // header; then stop reading
   // stall_timeout_seconds = 1.5: the server gives up on its own, long before 1000 tokens.
-  ASSERT_TRUE(WaitIdle(10)) << "the stalled stream was never cut off";
+  ASSERT_TRUE(WaitIdle(10 + StopCeiling(24))) << "the stalled stream was never cut off";
   bool saw_final = false;
   while (reader->Read(&message)) saw_final |= message.has_final();
   // The server cancelled the RPC (its log line says ABORTED: client stopped reading).
