@@ -10,6 +10,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece
   libspdlog-dev libfmt-dev libyaml-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libpcre2-dev libutf8proc-dev libssl-dev
+  clang-format valgrind openssl systemd  # test tools: format check, memcheck, TLS certs, unit check
   python3-torch python3-grpcio python3-grpc-tools python3-numpy python3-matplotlib
   python3-pytest python3-protobuf python3-yaml
   python3-jinja2  # the reference renderer of the chat-template differential tests

@@ -2,6 +2,7 @@
 // per-stream queue, the engine worker queue, and the client's stream reassembly checks.
 #include <zlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -12,11 +13,50 @@
 #include "server/service/api_keys.h"
 #include "server/service/attention_chunker.h"
 #include "server/service/engine_worker.h"
+#include "server/service/in_flight.h"
 #include "server/service/response_stream.h"
 #include "server/service/server_config.h"
 
 namespace attnscope::service {
 namespace {
+
+// The drain's bookkeeping (in_flight.h): queued calls end first, running ones only with
+// EndAll, a call that registers after the drain began is ended at once, and a finished call
+// leaves the count.
+TEST(InFlightCallsTest, DrainEndsQueuedCallsFirstAndRunningOnesAtTheGrace) {
+  InFlightCalls calls;
+  std::vector<std::string> ended;  // "<call>:<message>"
+  auto end_fn = [&ended](const std::string& name) {
+    return [&ended, name](const grpc::Status& status) {
+      ended.push_back(name + ":" + status.error_message());
+    };
+  };
+  std::unique_ptr<InFlightToken> running = calls.Add();
+  std::unique_ptr<InFlightToken> queued = calls.Add();
+  std::unique_ptr<InFlightToken> done = calls.Add();
+  running->SetEnd(end_fn("running"));
+  queued->SetEnd(end_fn("queued"));
+  running->MarkStarted();
+  EXPECT_EQ(calls.count(), 3);
+  done.reset();
+  EXPECT_EQ(calls.count(), 2);
+
+  EXPECT_EQ(calls.EndQueued(grpc::Status(grpc::StatusCode::UNAVAILABLE, "q")), 1);
+  EXPECT_EQ(ended, std::vector<std::string>({"queued:q"}));
+  // Admitted just before the drain, registering its end just after: ended at once.
+  std::unique_ptr<InFlightToken> late = calls.Add();
+  late->SetEnd(end_fn("late"));
+  EXPECT_EQ(ended.back(), "late:q");
+
+  ended.clear();
+  EXPECT_EQ(calls.EndAll(grpc::Status(grpc::StatusCode::UNAVAILABLE, "grace")), 3);
+  std::sort(ended.begin(), ended.end());
+  EXPECT_EQ(ended, std::vector<std::string>({"late:grace", "queued:grace", "running:grace"}));
+  queued.reset();
+  late.reset();
+  running.reset();
+  EXPECT_EQ(calls.count(), 0);
+}
 
 TEST(ServerConfigTest, EmptyDocumentGivesDocumentedDefaults) {
   absl::StatusOr<ServerConfig> config = ParseServerConfig("", "test.yaml");

@@ -70,7 +70,8 @@ class SentencePieceTest : public ::testing::Test {
     GTEST_SKIP() << "SentencePiece isolation needs RTLD_DEEPBIND, unavailable under ASan";
 #endif
     dir_ = TrainedModelDir();
-    if (dir_.empty()) GTEST_SKIP() << "spm_train (Debian package sentencepiece) is not installed";
+    ASSERT_FALSE(dir_.empty())
+        << "spm_train (Debian package sentencepiece) is not installed: run scripts/install-deps.sh";
     ASSERT_EQ(dir_.find("TRAINING FAILED"), std::string::npos) << dir_;
     auto loaded = LoadTokenizer(dir_);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
