@@ -170,7 +170,8 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
     return absl::InvalidArgumentError(absl::StrCat("top_p: ", params.top_p, " is outside (0, 1]"));
   }
   if (auto status = ValidateCapture(capture, config_); !status.ok()) return status;
-  const int64_t capacity = static_cast<int64_t>(prompt_ids.size()) + params.max_new_tokens + 1;
+  const int64_t capacity =
+      SequencePositions(static_cast<int64_t>(prompt_ids.size()), params.max_new_tokens);
   if (capacity > config_.max_position_embeddings) {
     return absl::OutOfRangeError(absl::StrCat(
         "prompt (", prompt_ids.size(), ") + max_new_tokens (", params.max_new_tokens,

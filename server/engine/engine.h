@@ -85,6 +85,14 @@ struct GenerationResult {
 std::vector<std::string> AssignLayerDevices(int num_layers,
                                             const std::vector<std::string>& devices);
 
+// Positions a generation occupies: the prompt and every generated token (the last one runs
+// through the model too when its attention row or logits are kept). The KV cache holds this
+// many, it must not exceed max_position_embeddings, and request validation checks the same
+// number, so that whatever validation admits the engine can run.
+inline int64_t SequencePositions(int64_t prompt_tokens, int64_t max_new_tokens) {
+  return prompt_tokens + max_new_tokens;
+}
+
 class ModelRunner;  // defined in engine.cc; holds libtorch state
 
 class Engine {

@@ -21,20 +21,26 @@ int64_t Sampler::Next(std::vector<float>& logits, const std::vector<int64_t>& hi
   if (params_.greedy) {
     return std::max_element(logits.begin(), logits.end()) - logits.begin();
   }
-  for (float& score : logits) score /= params_.temperature;
+  // Scaled in double: a float logit over a tiny float temperature (1e-45) overflows float to
+  // inf, and inf - inf is NaN, but never overflows double (3.4e38 / 1.4e-45 ~ 2.4e83). So a
+  // temperature that small keeps all the mass on the top token: it samples greedily.
+  std::vector<double> scores(vocab);
+  for (int64_t i = 0; i < vocab; ++i) {
+    scores[i] = static_cast<double>(logits[i]) / params_.temperature;
+  }
   std::vector<int64_t> order(vocab);
   std::iota(order.begin(), order.end(), 0);
   // Descending by score; ties by id so the order (and thus the draw) is deterministic.
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
   });
   int64_t keep = vocab;
   if (params_.top_k > 0) keep = std::min<int64_t>(keep, params_.top_k);
-  const float max_score = logits[order[0]];
+  const double max_score = scores[order[0]];
   std::vector<double> probs(keep);
   double total = 0;
   for (int64_t i = 0; i < keep; ++i) {
-    probs[i] = std::exp(static_cast<double>(logits[order[i]]) - max_score);
+    probs[i] = std::exp(scores[order[i]] - max_score);
     total += probs[i];
   }
   if (params_.top_p < 1.0f) {

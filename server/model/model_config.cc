@@ -1,12 +1,15 @@
 #include "server/model/model_config.h"
 
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "server/json/bounded_json.h"
 
 namespace attnscope {
 
@@ -41,7 +44,7 @@ absl::Status ReadInt(const json& config, const std::string& key, bool required, 
   }
   if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > (1 << 30)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": '", key, "' must be a positive integer, got ", it->dump()));
+        absl::StrCat(source, ": '", key, "' must be a positive integer, got ", DescribeJson(*it)));
   }
   *out = static_cast<int>(it->get<int64_t>());
   return absl::OkStatus();
@@ -58,17 +61,65 @@ std::vector<int64_t> ReadIdList(const json& value) {
   return ids;
 }
 
+absl::Status WrongType(const std::string& source, const std::string& key, const char* want,
+                       const json& got) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": '", key, "' must be ", want, ", got ", DescribeJson(got)));
+}
+
+// Optional typed fields: absent or null keeps `*out`; any other type is an error naming the
+// file and the field (nlohmann's value() would throw, or copy a whole subtree).
+absl::Status ReadString(const json& config, const std::string& key, std::string* out,
+                        const std::string& source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_string()) return WrongType(source, key, "a string", *it);
+  *out = it->get<std::string>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadBool(const json& config, const std::string& key, bool* out,
+                      const std::string& source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return WrongType(source, key, "true or false", *it);
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+// A finite number > 0 (rope_theta, rms_norm_eps: zero or negative values serve a NaN model).
+absl::Status ReadPositiveNumber(const json& config, const std::string& key, double* out,
+                                const std::string& source) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) return WrongType(source, key, "a finite number > 0", *it);
+  const double value = it->get<double>();
+  if (!std::isfinite(value) || !(value > 0)) {
+    return WrongType(source, key, "a finite number > 0", *it);
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
+std::string SiblingPath(const std::string& source, const std::string& file) {
+  const std::filesystem::path parent = std::filesystem::path(source).parent_path();
+  return parent.empty() ? file : (parent / file).string();
+}
+
+#define RETURN_IF_ERROR_MC(expr)       \
+  do {                                 \
+    absl::Status status_ = (expr);     \
+    if (!status_.ok()) return status_; \
+  } while (0)
+
 }  // namespace
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
                                              const std::string& generation_config_json,
                                              const std::string& source) {
-  json config;
-  try {
-    config = json::parse(config_json);
-  } catch (const json::exception& error) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", error.what()));
-  }
+  absl::StatusOr<json> parsed = ParseBoundedJson(config_json, source);
+  if (!parsed.ok()) return parsed.status();
+  const json& config = *parsed;
   if (!config.is_object())
     return absl::InvalidArgumentError(absl::StrCat(source, ": not an object"));
 
@@ -78,7 +129,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
       !config["architectures"].empty() && config["architectures"][0].is_string()) {
     result.architecture = config["architectures"][0].get<std::string>();
   }
-  result.model_type = config.value("model_type", "");
+  RETURN_IF_ERROR_MC(ReadString(config, "model_type", &result.model_type, source));
   if (result.architecture != "Qwen2ForCausalLM" && result.architecture != "LlamaForCausalLM") {
     return absl::UnimplementedError(
         absl::StrCat(source, ": unsupported architecture '", result.architecture,
@@ -110,48 +161,56 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": head_dim ", result.head_dim, " must be even for rotary embedding"));
   }
-  try {
-    result.rms_norm_eps = config.value("rms_norm_eps", 1e-6);
-    result.rope_theta = config.value("rope_theta", 10000.0);
-    result.tie_word_embeddings = config.value("tie_word_embeddings", false);
-    result.torch_dtype = config.value("torch_dtype", "");
-    result.attention_bias =
-        result.architecture == "Qwen2ForCausalLM" ? true : config.value("attention_bias", false);
-    result.mlp_bias = config.value("mlp_bias", false);
-    const std::string hidden_act = config.value("hidden_act", "silu");
-    if (hidden_act != "silu") {
-      return absl::UnimplementedError(
-          absl::StrCat(source, ": hidden_act '", hidden_act, "' is not implemented (only silu)"));
+  RETURN_IF_ERROR_MC(ReadPositiveNumber(config, "rms_norm_eps", &result.rms_norm_eps, source));
+  RETURN_IF_ERROR_MC(ReadPositiveNumber(config, "rope_theta", &result.rope_theta, source));
+  RETURN_IF_ERROR_MC(ReadBool(config, "tie_word_embeddings", &result.tie_word_embeddings, source));
+  RETURN_IF_ERROR_MC(ReadString(config, "torch_dtype", &result.torch_dtype, source));
+  if (result.architecture == "Qwen2ForCausalLM") {
+    result.attention_bias = true;
+  } else {
+    RETURN_IF_ERROR_MC(ReadBool(config, "attention_bias", &result.attention_bias, source));
+  }
+  RETURN_IF_ERROR_MC(ReadBool(config, "mlp_bias", &result.mlp_bias, source));
+  std::string hidden_act = "silu";
+  RETURN_IF_ERROR_MC(ReadString(config, "hidden_act", &hidden_act, source));
+  if (hidden_act != "silu") {
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": hidden_act '", hidden_act, "' is not implemented (only silu)"));
+  }
+  if (config.contains("rope_scaling") && !config["rope_scaling"].is_null()) {
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": rope_scaling (", DescribeJson(config["rope_scaling"]),
+                     ") is not implemented; refusing to load rather than compute wrong positions"));
+  }
+  // Qwen2 only applies the sliding window when use_sliding_window is true.
+  bool use_sliding_window = false;
+  RETURN_IF_ERROR_MC(ReadBool(config, "use_sliding_window", &use_sliding_window, source));
+  if (use_sliding_window) {
+    return absl::UnimplementedError(absl::StrCat(
+        source, ": use_sliding_window is true (sliding_window ",
+        config.contains("sliding_window") ? DescribeJson(config["sliding_window"]) : "unset",
+        "); sliding-window attention is not implemented"));
+  }
+  if (result.architecture == "LlamaForCausalLM") {
+    auto tp = config.find("pretraining_tp");
+    if (tp != config.end() && !tp->is_null() &&
+        !(tp->is_number_integer() && tp->get<int64_t>() == 1)) {
+      return absl::UnimplementedError(absl::StrCat(source, ": pretraining_tp ", DescribeJson(*tp),
+                                                   " is not implemented (only 1)"));
     }
-    if (config.contains("rope_scaling") && !config["rope_scaling"].is_null()) {
-      return absl::UnimplementedError(absl::StrCat(
-          source, ": rope_scaling ", config["rope_scaling"].dump(),
-          " is not implemented; refusing to load rather than compute wrong positions"));
+  }
+  if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer()) {
+    result.bos_token_id = config["bos_token_id"].get<int64_t>();
+  }
+  if (config.contains("eos_token_id")) result.eos_token_ids = ReadIdList(config["eos_token_id"]);
+  if (!generation_config_json.empty()) {
+    const std::string generation_source = SiblingPath(source, "generation_config.json");
+    absl::StatusOr<json> generation = ParseBoundedJson(generation_config_json, generation_source);
+    if (!generation.ok()) return generation.status();
+    if (generation->is_object() && generation->contains("eos_token_id")) {
+      auto ids = ReadIdList((*generation)["eos_token_id"]);
+      if (!ids.empty()) result.eos_token_ids = ids;
     }
-    // Qwen2 only applies the sliding window when use_sliding_window is true.
-    if (config.value("use_sliding_window", false)) {
-      return absl::UnimplementedError(
-          absl::StrCat(source, ": use_sliding_window is true (sliding_window ",
-                       config.value("sliding_window", json()).dump(),
-                       "); sliding-window attention is not implemented"));
-    }
-    if (result.architecture == "LlamaForCausalLM" && config.value("pretraining_tp", 1) != 1) {
-      return absl::UnimplementedError(
-          absl::StrCat(source, ": pretraining_tp != 1 is not implemented"));
-    }
-    if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer()) {
-      result.bos_token_id = config["bos_token_id"].get<int64_t>();
-    }
-    if (config.contains("eos_token_id")) result.eos_token_ids = ReadIdList(config["eos_token_id"]);
-    if (!generation_config_json.empty()) {
-      json generation = json::parse(generation_config_json);
-      if (generation.contains("eos_token_id")) {
-        auto ids = ReadIdList(generation["eos_token_id"]);
-        if (!ids.empty()) result.eos_token_ids = ids;
-      }
-    }
-  } catch (const json::exception& error) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": bad field type: ", error.what()));
   }
   return result;
 }

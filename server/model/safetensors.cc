@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/json/bounded_json.h"
 
 namespace attnscope {
 
@@ -83,12 +84,10 @@ int64_t TensorInfo::numel() const {
 absl::StatusOr<std::vector<TensorInfo>> ParseSafetensorsHeader(
     const std::string& header_json, uint64_t data_size, const std::string& file_name,
     std::map<std::string, std::string>* metadata) {
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(header_json);
-  } catch (const nlohmann::json::exception& error) {
-    return HeaderError(file_name, "", absl::StrCat("header is not valid JSON: ", error.what()));
-  }
+  absl::StatusOr<nlohmann::json> parsed =
+      ParseBoundedJson(header_json, absl::StrCat(file_name, ": header"));
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& header = *parsed;
   if (!header.is_object()) return HeaderError(file_name, "", "header is not a JSON object");
 
   std::vector<TensorInfo> tensors;
@@ -130,7 +129,7 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensorsHeader(
       if (!ReadUnsigned(dim, &value) ||
           value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
         return HeaderError(file_name, name,
-                           absl::StrCat("shape has an invalid dimension ", dim.dump()));
+                           absl::StrCat("shape has an invalid dimension ", DescribeJson(dim)));
       }
       if (value != 0 && numel > std::numeric_limits<uint64_t>::max() / value) {
         return HeaderError(file_name, name, "shape's element count overflows");

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/json/bounded_json.h"
 #include "server/model/safetensors.h"
 
 #if __has_include(<torch/version.h>)
@@ -54,8 +55,10 @@ class CheckpointTensors {
       std::ifstream in(index_path);
       std::stringstream text;
       text << in.rdbuf();
+      absl::StatusOr<nlohmann::json> parsed = ParseBoundedJson(text.str(), index_path);
+      if (!parsed.ok()) return parsed.status();
       try {
-        auto index = nlohmann::json::parse(text.str());
+        const nlohmann::json& index = *parsed;
         for (auto it = index.at("weight_map").begin(); it != index.at("weight_map").end(); ++it) {
           weight_map[it.key()] = it.value().get<std::string>();
         }

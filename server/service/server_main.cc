@@ -1,8 +1,8 @@
 // attnscope-server --config config/server.yaml [--model DIR] [--listen ADDR]
 // Loads the model, then binds the port and prints "attnscope-server listening on port N" on
 // stdout (the only line on stdout; the log goes to stderr), warms up (health NOT_SERVING),
-// then serves (SERVING). Exits 0 after a SIGTERM/SIGINT drain, 1 when the config or the model
-// cannot be loaded (before any port is opened) or the port cannot be bound.
+// then serves (SERVING). Exits 0 after a SIGTERM/SIGINT/SIGHUP drain, 1 when the config or the
+// model cannot be loaded (before any port is opened) or the port cannot be bound.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -76,11 +76,17 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("attnscope-server"));
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 
+  // A reader of stderr that goes away (a piped `tee` or `head`, a closed notebook) must cost
+  // only the log lines, not the process: writes then fail with EPIPE instead of killing it.
+  signal(SIGPIPE, SIG_IGN);
+
   // Signals are taken by one thread with sigwait; every other thread inherits the block.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  // SIGHUP (the terminal or a supervisor went away) drains too instead of killing mid-request.
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Load first, then listen: a missing or corrupt model never opens the port (the error,
@@ -114,7 +120,9 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  spdlog::info("received {}, draining", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  spdlog::info("received {}, draining", signal_number == SIGTERM  ? "SIGTERM"
+                                        : signal_number == SIGHUP ? "SIGHUP"
+                                                                  : "SIGINT");
   if (!serving.load()) {
     // Still loading or warming up: nothing was served, so there is nothing to drain.
     spdlog::info("stopped before serving");

@@ -148,9 +148,11 @@ absl::Status CheckTokenLimits(int prompt_tokens, int max_new_tokens, const Model
                    absl::StrCat("exceeds the server limit limits.max_total_tokens = ",
                                 limits.max_total_tokens));
   }
-  if (config.max_position_embeddings > 0 && total > config.max_position_embeddings) {
+  // The engine's own formula (what its KV cache holds), so that admitted means runnable.
+  const int64_t positions = SequencePositions(prompt_tokens, max_new_tokens);
+  if (config.max_position_embeddings > 0 && positions > config.max_position_embeddings) {
     return Invalid("prompt tokens + generation.max_new_tokens",
-                   absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", total),
+                   absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", positions),
                    absl::StrCat("exceeds the model's max_position_embeddings = ",
                                 config.max_position_embeddings));
   }

@@ -64,6 +64,17 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const EngineOptions& opti
         absl::StrCat("tokenizer files of ", options.model_dir, ": ", tools.status().message()));
   }
   model->tools = *std::move(tools);
+  // Ids index the embedding: a tokenizer with ids past the config's vocabulary would start
+  // fine and then fail every text request as if the client had sent bad ids.
+  const Tokenizer* tokenizer = model->tools.tokenizer.get();
+  const int64_t config_vocab = model->config().vocab_size;
+  if (tokenizer != nullptr && tokenizer->vocab_size() > config_vocab) {
+    const bool json = std::filesystem::exists(options.model_dir + "/tokenizer.json");
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.model_dir, json ? "/tokenizer.json" : "/tokenizer.model", ": largest token id ",
+        tokenizer->vocab_size() - 1, " is not below vocab_size = ", config_vocab, " of ",
+        options.model_dir, "/config.json"));
+  }
   return model;
 }
 

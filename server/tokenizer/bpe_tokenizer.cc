@@ -17,6 +17,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/json/bounded_json.h"
 #include "server/tokenizer/tokenizer.h"
 #include "server/tokenizer/utf8_util.h"
 
@@ -537,8 +538,8 @@ absl::Status ParsePreTokenizer(const json& node, const std::string& origin,
     } else if (pattern.contains("String")) {
       regex_text = QuoteRegexLiteral(pattern.at("String").get<std::string>());
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat(origin, ": Split pattern needs 'Regex' or 'String': ", pattern.dump()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": Split pattern needs 'Regex' or 'String': ", DescribeJson(pattern)));
     }
     auto regex = Regex::Compile(regex_text, origin);
     if (!regex.ok()) return regex.status();
@@ -632,8 +633,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const json&
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     // A float id (2.1e101) must not reach get<int64_t>(): its conversion is undefined.
     if (!it.value().is_number_integer()) {
-      return absl::InvalidArgumentError(absl::StrCat(origin, ": vocab id of '", it.key(),
-                                                     "' is not an integer: ", it.value().dump()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": vocab id of '", it.key(), "' is not an integer: ", DescribeJson(it.value())));
     }
     const int64_t id = it.value().get<int64_t>();
     if (id < 0 || id > INT32_MAX) {
@@ -647,8 +648,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const json&
   if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
     for (const json& entry : root["added_tokens"]) {
       if (!entry.is_object() || !entry.contains("id") || !entry["id"].is_number_integer()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(origin, ": added_tokens entry without an integer id: ", entry.dump()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            origin, ": added_tokens entry without an integer id: ", DescribeJson(entry)));
       }
       AddedToken token{entry.at("content").get<std::string>(), entry.at("id").get<int64_t>(),
                        entry.value("special", false), entry.value("lstrip", false),
@@ -710,7 +711,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const json&
       right = merge[1].get<std::string>();
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          origin, ": merge #", rank, " is neither a string nor a pair: ", merge.dump()));
+          origin, ": merge #", rank, " is neither a string nor a pair: ", DescribeJson(merge)));
     }
     auto l = tokenizer->vocab_.find(left), r = tokenizer->vocab_.find(right),
          m = tokenizer->vocab_.find(left + right);
@@ -939,7 +940,9 @@ std::string BpeTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_spec
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(const std::string& json_text,
                                                                     const std::string& origin) {
   try {
-    const json root = json::parse(json_text);
+    absl::StatusOr<json> parsed = ParseBoundedJson(json_text, origin);
+    if (!parsed.ok()) return parsed.status();
+    const json& root = *parsed;
     auto tokenizer = BpeTokenizer::FromJson(root, origin);
     if (!tokenizer.ok()) return tokenizer.status();
     return std::unique_ptr<Tokenizer>(std::move(*tokenizer));

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/json/bounded_json.h"
 #include "server/tokenizer/jinja/json.h"
 #include "server/tokenizer/jinja/template.h"
 #include "server/tokenizer/tokenizer.h"
@@ -180,7 +181,9 @@ absl::StatusOr<ChatTemplateConfig> LoadChatTemplateConfig(const std::string& dir
   buffer << in.rdbuf();
   ChatTemplateConfig config;
   try {
-    const nlohmann::json root = nlohmann::json::parse(buffer.str());
+    absl::StatusOr<nlohmann::json> parsed = ParseBoundedJson(buffer.str(), path);
+    if (!parsed.ok()) return parsed.status();
+    const nlohmann::json& root = *parsed;
     if (!root.is_object()) return absl::InvalidArgumentError(path + ": expected a JSON object");
     const auto token_text = [](const nlohmann::json& value) -> std::string {
       if (value.is_string()) return value.get<std::string>();
