@@ -3,16 +3,11 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "server/engine/intervention_plan.h"
 #include "server/engine/sampler.h"
 #include "server/model/transformer.h"
 
 namespace attnscope {
-
-class ModelRunner {
- public:
-  explicit ModelRunner(std::unique_ptr<Transformer> model) : model(std::move(model)) {}
-  std::unique_ptr<Transformer> model;
-};
 
 namespace {
 
@@ -135,14 +130,34 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
 
 absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& ids,
                                                    const CaptureSpec& capture,
-                                                   GenerationObserver* observer) {
+                                                   GenerationObserver* observer,
+                                                   const InterventionSet* interventions) {
   if (auto status = ValidateCapture(capture, config_); !status.ok()) return status;
+  const int length = static_cast<int>(ids.size());
+  InterventionSet resolved;
+  if (interventions != nullptr) {
+    resolved = *interventions;
+    if (auto status = ValidateInterventions(&resolved, config_, length, length,
+                                            InterventionLimits{1 << 20, 1, 1, 1});
+        !status.ok()) {
+      return status;
+    }
+  }
   try {
     Transformer& model = *runner_->model;
-    KVCache cache = model.NewCache(static_cast<int>(ids.size()));
-    CaptureRouter router(capture, config_.num_hidden_layers, static_cast<int>(ids.size()),
-                         observer);
-    auto logits = model.Forward(ids, &cache, router.request());
+    std::vector<LayerEdits> edits;
+    if (!resolved.empty()) {
+      auto planned = PlanInterventions(model, resolved, length);
+      if (!planned.ok()) return planned.status();
+      edits = *std::move(planned);
+    }
+    KVCache cache = model.NewCache(length);
+    CaptureRouter router(capture, config_.num_hidden_layers, length, observer);
+    ForwardOptions options;
+    options.capture = router.request();
+    options.edits = edits.empty() ? nullptr : &edits;
+    options.prompt_length = length;
+    auto logits = model.Forward(ids, &cache, options);
     if (!logits.ok()) return logits.status();
     at::Tensor host = logits->to(at::kCPU).contiguous();
     return std::vector<float>(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
@@ -154,7 +169,8 @@ absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& i
 absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& prompt_ids,
                                                   const GenerationParams& params,
                                                   const CaptureSpec& capture,
-                                                  GenerationObserver* observer) {
+                                                  GenerationObserver* observer,
+                                                  const InterventionSet* interventions) {
   GenerationObserver default_observer;
   if (observer == nullptr) observer = &default_observer;
   if (prompt_ids.empty()) return absl::InvalidArgumentError("input: the prompt has no tokens");
@@ -180,9 +196,25 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
   const std::vector<int64_t>& eos_ids =
       params.eos_token_ids.empty() ? config_.eos_token_ids : params.eos_token_ids;
   const int prompt_length = static_cast<int>(prompt_ids.size());
+  InterventionSet resolved;
+  if (interventions != nullptr) {
+    resolved = *interventions;
+    if (auto status =
+            ValidateInterventions(&resolved, config_, prompt_length, static_cast<int>(capacity),
+                                  InterventionLimits{1 << 20, 1, 1, 1});
+        !status.ok()) {
+      return status;
+    }
+  }
 
   try {
     Transformer& model = *runner_->model;
+    std::vector<LayerEdits> edits;
+    if (!resolved.empty()) {
+      auto planned = PlanInterventions(model, resolved, prompt_length);
+      if (!planned.ok()) return planned.status();
+      edits = *std::move(planned);
+    }
     GenerationResult result;
     result.prompt_length = prompt_length;
     result.token_ids = prompt_ids;
@@ -195,7 +227,12 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
     const bool capture_generated = capture.enabled() && capture.rows != CaptureRows::kPromptOnly;
 
     auto start = Clock::now();
-    auto logits = model.Forward(prompt_ids, &cache, capture_request, params.save_logits);
+    ForwardOptions options;
+    options.capture = capture_request;
+    options.edits = edits.empty() ? nullptr : &edits;
+    options.prompt_length = prompt_length;
+    options.all_logits = params.save_logits;
+    auto logits = model.Forward(prompt_ids, &cache, options);
     if (!logits.ok()) return logits.status();
     const int vocab = config_.vocab_size;
     auto keep_logits = [&](const at::Tensor& rows) {
@@ -235,7 +272,8 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
       // is wanted; its logits are not used for sampling.
       if (stop && !capture_generated && !params.save_logits) break;
       if (auto status = observer->CheckContinue(); !status.ok()) return status;
-      auto step_logits = model.Forward({token}, &cache, capture_request);
+      options.all_logits = true;
+      auto step_logits = model.Forward({token}, &cache, options);
       if (!step_logits.ok()) return step_logits.status();
       keep_logits(*step_logits);
       if (stop) break;

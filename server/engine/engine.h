@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/engine/capture_spec.h"
+#include "server/engine/interventions.h"
 #include "server/model/model_config.h"
 
 namespace attnscope {
@@ -107,16 +108,37 @@ class Engine {
   // the last generated one included, reach `observer` (one extra forward step runs the last
   // token so that it has a row; its logits are discarded). Thread-compatible: the service
   // serialises calls.
+  // `interventions` (validated here again) act in every forward step of the run.
   absl::StatusOr<GenerationResult> Generate(const std::vector<int64_t>& prompt_ids,
                                             const GenerationParams& params,
                                             const CaptureSpec& capture,
-                                            GenerationObserver* observer);
+                                            GenerationObserver* observer,
+                                            const InterventionSet* interventions = nullptr);
 
   // One uncached forward over `ids`: logits [T, vocab] (row-major) and, for captured layers,
   // attention through the observer. Used by tests and by analysis probes.
   absl::StatusOr<std::vector<float>> Forward(const std::vector<int64_t>& ids,
                                              const CaptureSpec& capture,
-                                             GenerationObserver* observer);
+                                             GenerationObserver* observer,
+                                             const InterventionSet* interventions = nullptr);
+
+  // Log-probabilities of each candidate continuation after the prompt, under the
+  // interventions (may be null). All candidates run in one forward: their tokens are packed
+  // after the prompt, each seeing the prompt and its own earlier tokens only.
+  absl::StatusOr<ScoreResult> Score(const std::vector<int64_t>& prompt_ids,
+                                    const std::vector<Candidate>& candidates,
+                                    const InterventionSet* interventions,
+                                    const InterventionLimits& limits = InterventionLimits());
+
+  // Ablates each (layer, head) of the sweep alone and scores the first two candidates. One
+  // clean forward keeps every swept layer's input and head outputs; each variant then runs
+  // only its own layer's o_proj + MLP and the layers above, `batch` variants per forward.
+  // `progress` runs after each batch; its error stops the sweep.
+  absl::StatusOr<SweepResult> Sweep(const std::vector<int64_t>& prompt_ids,
+                                    const std::vector<Candidate>& candidates, SweepSpec sweep,
+                                    const SweepProgress& progress,
+                                    const InterventionLimits& limits = InterventionLimits(),
+                                    int batch = 8);
 
  private:
   Engine(EngineOptions options, ModelConfig config, std::unique_ptr<ModelRunner> runner);

@@ -288,14 +288,13 @@ KVCache Transformer::NewCache(int capacity) const {
   return cache;
 }
 
-void Transformer::RotaryTables(int start, int count, at::Device device, at::Tensor* cos,
-                               at::Tensor* sin) const {
+void Transformer::RotaryTables(const std::vector<int64_t>& positions, at::Device device,
+                               at::Tensor* cos, at::Tensor* sin) const {
   // Equivalent in modeling_qwen2.py: Qwen2RotaryEmbedding.forward: freqs = outer(t, inv_freq),
   // emb = cat(freqs, freqs), cos/sin in fp32, then cast to the activations' dtype.
-  at::Tensor positions =
-      at::arange(start, start + count, at::TensorOptions().dtype(at::kLong)).to(at::kFloat);
-  at::Tensor freqs = at::outer(positions, inv_freq_);  // [count, dim/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);        // [count, dim]
+  at::Tensor t = at::tensor(positions, at::TensorOptions().dtype(at::kLong)).to(at::kFloat);
+  at::Tensor freqs = at::outer(t, inv_freq_);    // [count, dim/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);  // [count, dim]
   *cos = emb.cos().to(device, dtype_);
   *sin = emb.sin().to(device, dtype_);
 }
@@ -315,70 +314,218 @@ at::Tensor Transformer::Mlp(const DecoderLayerWeights& layer, const at::Tensor& 
   return Linear(gate * Linear(x, layer.up_proj, layer.up_bias), layer.down_proj, layer.down_bias);
 }
 
+namespace {
+
+at::Tensor IndexTensor(const std::vector<int64_t>& values, at::Device device) {
+  return at::tensor(values, at::TensorOptions().dtype(at::kLong)).to(device);
+}
+
+at::Tensor BoolTensor(const std::vector<uint8_t>& values, at::Device device) {
+  return at::tensor(std::vector<int64_t>(values.begin(), values.end()),
+                    at::TensorOptions().dtype(at::kLong))
+      .to(device)
+      .to(at::kBool);
+}
+
+// Ablation and patching on head outputs [B, heads, rows, dim] whose rows sit at the absolute
+// positions `row_positions`.
+absl::Status EditHeadOutputs(LayerEdits& edits, const std::vector<int64_t>& row_positions,
+                             int prompt_length, at::Tensor& output) {
+  const at::Device device = output.device();
+  if (edits.record) edits.recorded_output = output[0].clone();
+  if (!edits.mean_heads.empty()) {
+    if (!edits.means.defined()) {
+      // Prompt rows come first in any forward that starts at position 0.
+      if (row_positions.empty() || row_positions[0] != 0 ||
+          static_cast<int64_t>(row_positions.size()) < prompt_length) {
+        return absl::InternalError("mean ablation: the first forward must cover the prompt");
+      }
+      edits.means = output[0]
+                        .index_select(0, IndexTensor(edits.mean_heads, device))
+                        .narrow(1, 0, prompt_length)
+                        .to(at::kFloat)
+                        .mean(1)
+                        .to(output.scalar_type());  // [mean heads, dim]
+    }
+    for (size_t k = 0; k < edits.mean_heads.size(); ++k) {
+      at::Tensor slot = output.select(1, edits.mean_heads[k]);  // [B, rows, dim]
+      slot.copy_(edits.means[k].view({1, 1, -1}).expand_as(slot));
+    }
+  }
+  if (!edits.zero_heads.empty()) {
+    output.index_fill_(1, IndexTensor(edits.zero_heads, device), 0);
+  }
+  for (const LayerEdits::Patch& patch : edits.patches) {
+    std::vector<int64_t> rows, sources;
+    for (size_t i = 0; i < row_positions.size(); ++i) {
+      if (std::binary_search(patch.positions.begin(), patch.positions.end(), row_positions[i])) {
+        rows.push_back(static_cast<int64_t>(i));
+        sources.push_back(row_positions[i]);
+      }
+    }
+    if (!rows.empty()) {
+      at::Tensor row_index = IndexTensor(rows, device), source_index = IndexTensor(sources, device);
+      for (int64_t head : patch.heads) {
+        at::Tensor values = edits.patch_source[head].to(device).index_select(0, source_index);
+        output.select(1, head).index_copy_(1, row_index,
+                                           values.unsqueeze(0).expand({output.size(0), -1, -1}));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct Transformer::AttentionInputs {
+  at::Tensor cos, sin;       // [T, dim] for the T rows of x
+  KVCache* cache = nullptr;  // batch 1; null: the keys are this forward's own rows
+  int start = 0;             // cache position of x's first row
+  const AttentionCaptureRequest* capture = nullptr;
+  LayerEdits* edits = nullptr;
+  int prompt_length = 0;
+  const std::vector<int64_t>* positions = nullptr;  // of x's rows; null: start + i
+  at::Tensor blocked;                               // [T, T] bool, or undefined: causal
+  std::vector<int64_t> query_rows;                  // rows of x to attend from; empty: all
+};
+
 absl::StatusOr<at::Tensor> Transformer::Attention(int layer_index, const DecoderLayerWeights& layer,
-                                                  const at::Tensor& x, const at::Tensor& cos,
-                                                  const at::Tensor& sin, KVCache* cache,
-                                                  const AttentionCaptureRequest* capture) {
-  const int64_t q_len = x.size(0), heads = config_.num_attention_heads;
+                                                  const at::Tensor& x, const AttentionInputs& in) {
+  const int64_t batch = x.size(0), count = x.size(1), heads = config_.num_attention_heads;
   const int64_t kv_heads = config_.num_key_value_heads, dim = config_.head_dim;
   const int64_t n_rep = heads / kv_heads;
-  const int start = cache->length;
-  const int64_t key_len = start + q_len;
+  const int start = in.start;
+  const at::Device device = x.device();
 
-  at::Tensor q = Linear(x, layer.q_proj, layer.q_bias).view({q_len, heads, dim}).transpose(0, 1);
-  at::Tensor k = Linear(x, layer.k_proj, layer.k_bias).view({q_len, kv_heads, dim}).transpose(0, 1);
-  at::Tensor v = Linear(x, layer.v_proj, layer.v_bias).view({q_len, kv_heads, dim}).transpose(0, 1);
-  // [heads, q_len, dim]; rotary on q and k (apply_rotary_pos_emb).
-  q = q * cos + RotateHalf(q) * sin;
-  k = k * cos + RotateHalf(k) * sin;
-  cache->keys[layer_index].narrow(1, start, q_len).copy_(k);
-  cache->values[layer_index].narrow(1, start, q_len).copy_(v);
-  at::Tensor keys = cache->keys[layer_index].narrow(1, 0, key_len);  // [kv, key_len, dim]
-  at::Tensor values = cache->values[layer_index].narrow(1, 0, key_len);
+  at::Tensor k = Linear(x, layer.k_proj, layer.k_bias)
+                     .view({batch, count, kv_heads, dim})
+                     .transpose(1, 2);  // [B, kv, T, dim]
+  at::Tensor v =
+      Linear(x, layer.v_proj, layer.v_bias).view({batch, count, kv_heads, dim}).transpose(1, 2);
+  k = k * in.cos + RotateHalf(k) * in.sin;  // apply_rotary_pos_emb
+  at::Tensor keys = k, values = v;
+  if (in.cache != nullptr) {
+    in.cache->keys[layer_index].narrow(1, start, count).copy_(k[0]);
+    in.cache->values[layer_index].narrow(1, start, count).copy_(v[0]);
+    keys = in.cache->keys[layer_index].narrow(1, 0, start + count).unsqueeze(0);
+    values = in.cache->values[layer_index].narrow(1, 0, start + count).unsqueeze(0);
+  }
+  const int64_t key_len = keys.size(2);
 
-  const bool captured = capture != nullptr && capture->layer_captured[layer_index];
-  at::Tensor output;  // [heads, q_len, dim]
+  // Query rows and their absolute positions.
+  std::vector<int64_t> rows = in.query_rows;
+  if (rows.empty()) {
+    for (int64_t i = 0; i < count; ++i) rows.push_back(i);
+  }
+  std::vector<int64_t> row_positions;
+  for (int64_t row : rows)
+    row_positions.push_back(in.positions ? (*in.positions)[row] : start + row);
+  const bool subset = !in.query_rows.empty();
+  at::Tensor row_index = subset ? IndexTensor(rows, device) : at::Tensor();
+  at::Tensor xq = subset ? x.index_select(1, row_index) : x;
+  at::Tensor cos = subset ? in.cos.index_select(0, row_index) : in.cos;
+  at::Tensor sin = subset ? in.sin.index_select(0, row_index) : in.sin;
+  const int64_t q_len = xq.size(1);
+  at::Tensor q =
+      Linear(xq, layer.q_proj, layer.q_bias).view({batch, q_len, heads, dim}).transpose(1, 2);
+  q = q * cos + RotateHalf(q) * sin;  // [B, heads, q_len, dim]
+
+  const bool captured = in.capture != nullptr && in.capture->layer_captured[layer_index];
+  const bool knocked_out = in.edits != nullptr && in.edits->edits_scores();
+  at::Tensor output;  // [B, heads, q_len, dim]
 #ifdef ATTNSCOPE_HAVE_SDPA
-  if (!captured && (q_len == 1 || start == 0)) {
+  if (!captured && !knocked_out && !subset && !in.blocked.defined() && (q_len == 1 || start == 0)) {
     // Fast path: fused attention; K/V repeated to the query heads (repeat_kv).
-    at::Tensor k_rep = keys.repeat_interleave(n_rep, 0);
-    at::Tensor v_rep = values.repeat_interleave(n_rep, 0);
-    output = at::scaled_dot_product_attention(q.unsqueeze(0), k_rep.unsqueeze(0),
-                                              v_rep.unsqueeze(0), {}, 0.0,
-                                              /*is_causal=*/q_len > 1)
-                 .squeeze(0);
+    at::Tensor k_rep = keys.expand({batch, -1, -1, -1}).repeat_interleave(n_rep, 1);
+    at::Tensor v_rep = values.expand({batch, -1, -1, -1}).repeat_interleave(n_rep, 1);
+    output = at::scaled_dot_product_attention(q, k_rep, v_rep, {}, 0.0, /*is_causal=*/q_len > 1);
   }
 #endif
   if (!output.defined()) {
     // Eager path (modeling_qwen2.py's Qwen2Attention): the query heads that share a KV head
     // are stacked so K/V are never materialised n_rep times.
-    at::Tensor q_grouped = q.reshape({kv_heads, n_rep * q_len, dim});
+    at::Tensor q_grouped = q.reshape({batch, kv_heads, n_rep * q_len, dim});
     at::Tensor scores =
-        at::matmul(q_grouped, keys.transpose(1, 2)) / std::sqrt(static_cast<double>(dim));
-    scores = scores.view({heads, q_len, key_len});  // [heads, q_len, key_len]
-    if (q_len > 1) {
-      // Query i (absolute position start + i) may see keys 0..start + i.
-      at::Tensor mask =
-          at::ones({q_len, key_len}, at::TensorOptions().dtype(at::kBool).device(x.device()))
-              .triu(start + 1);
-      scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+        at::matmul(q_grouped, keys.transpose(2, 3)) / std::sqrt(static_cast<double>(dim));
+    scores = scores.view({batch, heads, q_len, key_len});
+    at::Tensor mask;  // [q_len, key_len], true where the query may not see the key
+    if (in.blocked.defined()) {
+      mask = subset ? in.blocked.index_select(0, row_index) : in.blocked;
+    } else if (count > 1 || subset) {
+      // Query at cache index start + i may see keys 0..start + i.
+      at::Tensor query_index =
+          subset ? row_index + start
+                 : at::arange(start, start + count,
+                              at::TensorOptions().dtype(at::kLong).device(device));
+      mask = at::arange(key_len, at::TensorOptions().dtype(at::kLong).device(device))
+                 .unsqueeze(0)
+                 .gt(query_index.unsqueeze(1));
     }
-    at::Tensor probs = at::softmax(scores, -1, at::kFloat);  // fp32 [heads, q_len, key_len]
+    const float kBlocked = -std::numeric_limits<float>::infinity();
+    if (mask.defined()) scores = scores.masked_fill(mask, kBlocked);
+    if (knocked_out) {
+      // Key j sits at position positions[j] in a packed forward, at cache index j otherwise.
+      for (const LayerEdits::Knockout& knockout : in.edits->knockouts) {
+        std::vector<uint8_t> row_hit(q_len), key_hit(key_len);
+        for (int64_t i = 0; i < q_len; ++i) {
+          row_hit[i] =
+              row_positions[i] >= knockout.row_begin && row_positions[i] < knockout.row_end;
+        }
+        for (int64_t j = 0; j < key_len; ++j) {
+          const int64_t position = in.positions != nullptr && start == 0 &&
+                                           j < static_cast<int64_t>(in.positions->size())
+                                       ? (*in.positions)[j]
+                                       : j;
+          key_hit[j] = std::binary_search(knockout.keys.begin(), knockout.keys.end(), position);
+        }
+        at::Tensor hit = BoolTensor(row_hit, device)
+                             .unsqueeze(1)
+                             .logical_and(BoolTensor(key_hit, device).unsqueeze(0));
+        for (int64_t head : knockout.heads) scores.select(1, head).masked_fill_(hit, kBlocked);
+      }
+    }
+    at::Tensor probs = at::softmax(scores, -1, at::kFloat);  // fp32 [B, heads, q_len, key_len]
     if (captured) {
-      at::Tensor selected = probs.index_select(0, capture->heads.to(probs.device()));
+      at::Tensor selected = probs[0].index_select(0, in.capture->heads.to(probs.device()));
       at::Tensor host = selected.to(at::kCPU).contiguous();
-      if (auto status = capture->on_probs(layer_index, start, host); !status.ok()) return status;
+      if (auto status = in.capture->on_probs(layer_index, start, host); !status.ok()) {
+        return status;
+      }
     }
-    at::Tensor probs_grouped = probs.to(dtype_).view({kv_heads, n_rep * q_len, key_len});
-    output = at::matmul(probs_grouped, values).view({heads, q_len, dim});
+    at::Tensor probs_grouped = probs.to(dtype_).view({batch, kv_heads, n_rep * q_len, key_len});
+    output = at::matmul(probs_grouped, values).view({batch, heads, q_len, dim});
   }
-  at::Tensor merged = output.transpose(0, 1).reshape({q_len, heads * dim});  // [q_len, hidden]
-  return Linear(merged, layer.o_proj, layer.o_bias);
+  if (in.edits != nullptr) {
+    if (auto status = EditHeadOutputs(*in.edits, row_positions, in.prompt_length, output);
+        !status.ok()) {
+      return status;
+    }
+  }
+  return output;
+}
+
+at::Tensor Transformer::FinishLayer(int layer_index, const at::Tensor& input,
+                                    const at::Tensor& head_outputs) {
+  // Equivalent in modeling_qwen2.py: the rest of Qwen2DecoderLayer.forward after self_attn.
+  const DecoderLayerWeights& layer = layers_[layer_index];
+  const int64_t batch = head_outputs.size(0), rows = head_outputs.size(2);
+  at::Tensor merged = head_outputs.transpose(1, 2).reshape(
+      {batch, rows, config_.num_attention_heads * config_.head_dim});
+  at::Tensor hidden = input + Linear(merged, layer.o_proj, layer.o_bias);
+  return hidden + Mlp(layer, RmsNorm(hidden, layer.post_attention_layernorm));
 }
 
 absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids, KVCache* cache,
                                                 const AttentionCaptureRequest* capture,
                                                 bool all_logits) {
+  ForwardOptions options;
+  options.capture = capture;
+  options.all_logits = all_logits;
+  return Forward(ids, cache, options);
+}
+
+absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids, KVCache* cache,
+                                                const ForwardOptions& options) {
   const int count = static_cast<int>(ids.size());
   if (count == 0) return absl::InvalidArgumentError("Forward: no tokens");
   if (cache->length + count > cache->capacity) {
@@ -391,33 +538,93 @@ absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids,
           "token id ", id, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
   }
+  if (!options.positions.empty() &&
+      (static_cast<int>(options.positions.size()) != count || cache->length != 0)) {
+    return absl::InternalError("Forward: explicit positions need an uncached forward of them all");
+  }
+  if (options.edits != nullptr &&
+      static_cast<int>(options.edits->size()) != config_.num_hidden_layers) {
+    return absl::InternalError("Forward: edits must have one entry per layer");
+  }
   at::NoGradGuard no_grad;
+  std::vector<int64_t> positions = options.positions;
+  if (positions.empty()) {
+    for (int i = 0; i < count; ++i) positions.push_back(cache->length + i);
+  }
   at::Tensor index =
       at::tensor(ids, at::TensorOptions().dtype(at::kLong)).to(embed_tokens_.device());
-  at::Tensor hidden = embed_tokens_.index_select(0, index);  // [count, hidden]
-  at::Tensor cos, sin;
+  at::Tensor hidden = embed_tokens_.index_select(0, index).unsqueeze(0);  // [1, count, hidden]
+  AttentionInputs in;
   at::Device current = embed_tokens_.device();
-  RotaryTables(cache->length, count, current, &cos, &sin);
+  RotaryTables(positions, current, &in.cos, &in.sin);
+  in.cache = cache;
+  in.start = cache->length;
+  in.capture = options.capture;
+  in.prompt_length = options.prompt_length;
+  in.positions = &positions;
+  if (options.blocked.defined()) in.blocked = options.blocked.to(current);
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
     const DecoderLayerWeights& layer = layers_[i];
     if (layer.device != current) {
       current = layer.device;
       hidden = hidden.to(current);
-      cos = cos.to(current);
-      sin = sin.to(current);
+      in.cos = in.cos.to(current);
+      in.sin = in.sin.to(current);
+      if (in.blocked.defined()) in.blocked = in.blocked.to(current);
     }
+    in.edits = options.edits != nullptr ? &(*options.edits)[i] : nullptr;
+    if (in.edits != nullptr && in.edits->record) in.edits->recorded_input = hidden[0];
     // Equivalent in modeling_qwen2.py: Qwen2DecoderLayer.forward.
-    at::Tensor residual = hidden;
-    auto attended =
-        Attention(i, layer, RmsNorm(hidden, layer.input_layernorm), cos, sin, cache, capture);
+    auto attended = Attention(i, layer, RmsNorm(hidden, layer.input_layernorm), in);
     if (!attended.ok()) return attended.status();
-    hidden = residual + *attended;
-    hidden = hidden + Mlp(layer, RmsNorm(hidden, layer.post_attention_layernorm));
+    hidden = FinishLayer(i, hidden, *attended);
   }
   cache->length += count;
-  if (!all_logits) hidden = hidden.narrow(0, count - 1, 1);
+  hidden = hidden[0];
+  if (!options.logit_rows.empty()) {
+    hidden = hidden.index_select(0, IndexTensor(options.logit_rows, hidden.device()));
+  } else if (!options.all_logits) {
+    hidden = hidden.narrow(0, count - 1, 1);
+  }
   hidden = RmsNorm(hidden.to(norm_.device()), norm_);
-  return at::linear(hidden, lm_head_).to(at::kFloat);  // [count, vocab]
+  return at::linear(hidden, lm_head_).to(at::kFloat);  // [rows, vocab]
+}
+
+at::Tensor Transformer::ForwardBatchFrom(int first_layer, at::Tensor hidden,
+                                         const ForwardOptions& options) {
+  at::NoGradGuard no_grad;
+  const int64_t count = hidden.size(1);
+  std::vector<int64_t> positions = options.positions;
+  if (positions.empty()) {
+    for (int64_t i = 0; i < count; ++i) positions.push_back(i);
+  }
+  AttentionInputs in;
+  at::Device current = hidden.device();
+  RotaryTables(positions, current, &in.cos, &in.sin);
+  in.positions = &positions;
+  if (options.blocked.defined()) in.blocked = options.blocked.to(current);
+  const int last = config_.num_hidden_layers - 1;
+  for (int i = first_layer; i <= last; ++i) {
+    const DecoderLayerWeights& layer = layers_[i];
+    if (layer.device != current) {
+      current = layer.device;
+      hidden = hidden.to(current);
+      in.cos = in.cos.to(current);
+      in.sin = in.sin.to(current);
+      if (in.blocked.defined()) in.blocked = in.blocked.to(current);
+    }
+    // Only the logit rows of the last layer's output are read: their queries are enough.
+    if (i == last) in.query_rows = options.logit_rows;
+    at::Tensor heads = *Attention(i, layer, RmsNorm(hidden, layer.input_layernorm), in);
+    at::Tensor residual =
+        i == last ? hidden.index_select(1, IndexTensor(options.logit_rows, current)) : hidden;
+    hidden = FinishLayer(i, residual, heads);
+  }
+  if (first_layer > last) {
+    hidden = hidden.index_select(1, IndexTensor(options.logit_rows, hidden.device()));
+  }
+  hidden = RmsNorm(hidden.to(norm_.device()), norm_);
+  return at::linear(hidden, lm_head_).to(at::kFloat);  // [B, rows, vocab]
 }
 
 }  // namespace attnscope

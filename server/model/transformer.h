@@ -48,6 +48,48 @@ struct AttentionCaptureRequest {
   std::function<absl::Status(int layer, int first_row, const at::Tensor& probs)> on_probs;
 };
 
+// Edits of one layer inside a forward, resolved to indices (the engine builds them from an
+// InterventionSet). Head outputs are softmax(QK^T)V per query head, [heads, rows, head_dim],
+// the input of o_proj; positions are absolute token positions.
+struct LayerEdits {
+  std::vector<int64_t> zero_heads;  // output replaced by 0
+  std::vector<int64_t> mean_heads;  // output replaced by its mean over the prompt positions
+  at::Tensor means;  // [mean_heads, head_dim]: set by the forward that covers the prompt
+  struct Knockout {
+    std::vector<int64_t> heads;
+    int64_t row_begin = 0, row_end = 0;  // query positions [begin, end)
+    std::vector<int64_t> keys;           // key positions whose scores become -inf
+  };
+  std::vector<Knockout> knockouts;
+  struct Patch {
+    std::vector<int64_t> heads;      // outputs copied from patch_source ...
+    std::vector<int64_t> positions;  // ... at these prompt positions (ascending)
+  };
+  std::vector<Patch> patches;
+  at::Tensor patch_source;  // [heads, source length, head_dim]
+  // The layer's input hidden state [rows, hidden] and head outputs [heads, rows, dim] of a
+  // batch-1 forward, kept for a patch source or a sweep's shared prefix.
+  bool record = false;
+  at::Tensor recorded_input, recorded_output;
+
+  bool edits_scores() const { return !knockouts.empty(); }
+};
+
+// What one forward does besides the plain causal run.
+struct ForwardOptions {
+  const AttentionCaptureRequest* capture = nullptr;
+  std::vector<LayerEdits>* edits = nullptr;  // one per layer when set
+  int prompt_length = 0;                     // positions below it are the prompt
+  // Rotary position of each token; empty: cache->length, cache->length + 1, ...
+  std::vector<int64_t> positions;
+  // bool [count, count], true where a query may not see a key (uncached forwards only; packs
+  // several continuations of one prompt into one forward); undefined: causal.
+  at::Tensor blocked;
+  // Rows whose logits are returned; empty: every row (all_logits) or the last.
+  std::vector<int64_t> logit_rows;
+  bool all_logits = true;
+};
+
 class Transformer {
  public:
   // Strict load: every parameter exactly once with its shape checked; a missing or unexpected
@@ -70,16 +112,27 @@ class Transformer {
   absl::StatusOr<at::Tensor> Forward(const std::vector<int64_t>& ids, KVCache* cache,
                                      const AttentionCaptureRequest* capture,
                                      bool all_logits = true);
+  absl::StatusOr<at::Tensor> Forward(const std::vector<int64_t>& ids, KVCache* cache,
+                                     const ForwardOptions& options);
+
+  // A batch of hidden states [B, T, hidden] leaving layer `layer` - 1 (or the embedding)
+  // runs layers layer..N-1 uncached, with options.positions / options.blocked, and the
+  // logits of options.logit_rows come back, [B, rows, vocab] float32. The last layer computes
+  // queries, o_proj and MLP for those rows only. Used by head sweeps.
+  at::Tensor ForwardBatchFrom(int layer, at::Tensor hidden, const ForwardOptions& options);
+  // The rest of layer `layer` after attention: o_proj of head outputs [B, heads, T, dim],
+  // residual `input` [B, T, hidden] (the layer's input), then the MLP block.
+  at::Tensor FinishLayer(int layer, const at::Tensor& input, const at::Tensor& head_outputs);
 
  private:
   Transformer(ModelConfig config, at::Device device, at::ScalarType dtype);
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   at::Tensor Mlp(const DecoderLayerWeights& layer, const at::Tensor& x) const;
+  struct AttentionInputs;
+  // Head outputs [B, heads, rows, dim] of one layer for x [B, T, hidden] (normed).
   absl::StatusOr<at::Tensor> Attention(int layer_index, const DecoderLayerWeights& layer,
-                                       const at::Tensor& x, const at::Tensor& cos,
-                                       const at::Tensor& sin, KVCache* cache,
-                                       const AttentionCaptureRequest* capture);
-  void RotaryTables(int start, int count, at::Device device, at::Tensor* cos,
+                                       const at::Tensor& x, const AttentionInputs& in);
+  void RotaryTables(const std::vector<int64_t>& positions, at::Device device, at::Tensor* cos,
                     at::Tensor* sin) const;
 
   ModelConfig config_;
