@@ -88,4 +88,15 @@ std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids,
   return tokens;
 }
 
+absl::StatusOr<std::vector<int64_t>> EncodeContinuation(const std::string& text,
+                                                        const ModelTextTools& tools) {
+  if (tools.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("candidate \"", text, "\": text candidates need a tokenizer; give token ids"));
+  }
+  auto encoding = tools.tokenizer->Encode(text, /*parse_special_tokens=*/false);
+  if (!encoding.ok()) return encoding.status();
+  return encoding->ids;
+}
+
 }  // namespace attnscope

@@ -44,6 +44,11 @@ struct PreparedPrompt {
 // Errors: FailedPrecondition when text/chat input meets a model without tokenizer or template.
 absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const ModelTextTools& tools);
 
+// A continuation to score ("increase"): its text tokenized as plain text (special-token
+// spellings are ordinary text), no BOS. FailedPrecondition without a tokenizer.
+absl::StatusOr<std::vector<int64_t>> EncodeContinuation(const std::string& text,
+                                                        const ModelTextTools& tools);
+
 // Display strings of `ids` ("" each without a tokenizer).
 std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids, const ModelTextTools& tools);
 

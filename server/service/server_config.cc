@@ -104,6 +104,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(limits.Read("max_capture_bytes", &config.limits.max_capture_bytes));
   RETURN_IF_ERROR_CFG(limits.Read("default_max_new_tokens", &config.limits.default_max_new_tokens));
   RETURN_IF_ERROR_CFG(limits.Read("max_reply_bytes", &config.limits.max_reply_bytes));
+  RETURN_IF_ERROR_CFG(limits.Read("max_interventions", &config.limits.max_interventions));
+  RETURN_IF_ERROR_CFG(limits.Read("max_candidates", &config.limits.max_candidates));
+  RETURN_IF_ERROR_CFG(limits.Read("max_candidate_tokens", &config.limits.max_candidate_tokens));
+  RETURN_IF_ERROR_CFG(limits.Read("max_sweep_heads", &config.limits.max_sweep_heads));
   RETURN_IF_ERROR_CFG(limits.CheckUnknownKeys());
 
   Section streaming(top.Child("streaming"), "streaming", source);
@@ -172,6 +176,17 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (l.max_reply_bytes < 4096 || l.max_reply_bytes > 2147483647ull) {
     return OutOfRange("limits.max_reply_bytes", absl::StrCat(l.max_reply_bytes),
                       "must be in [4096, 2147483647]");
+  }
+  for (const auto& [key, value] :
+       {std::pair<const char*, int>{"limits.max_interventions", l.max_interventions},
+        {"limits.max_candidates", l.max_candidates},
+        {"limits.max_candidate_tokens", l.max_candidate_tokens},
+        {"limits.max_sweep_heads", l.max_sweep_heads}}) {
+    if (value < 1) return OutOfRange(key, absl::StrCat(value), "must be >= 1");
+  }
+  if (l.max_candidates < 2) {
+    return OutOfRange("limits.max_candidates", absl::StrCat(l.max_candidates),
+                      "must be >= 2 (a logit difference needs two candidates)");
   }
   const StreamingOptions& s = c.streaming;
   // One row of one head must fit a message (chunks split by rows, then heads, never keys).

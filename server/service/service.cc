@@ -12,7 +12,10 @@
 #include "analysis/report.h"
 #include "server/service/attention_chunker.h"
 #include "server/service/response_stream.h"
+#include "server/service/score_stream.h"
+#include "server/service/score_validation.h"
 #include "server/service/status_util.h"
+#include "server/session/intervention_wire.h"
 #include "server/session/request_proto.h"
 
 namespace attnscope::service {
@@ -441,6 +444,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
     header->set_estimated_capture_bytes(p.estimated_capture_bytes);
     header->set_max_chunk_bytes(max_chunk_bytes);
     header->set_queue_seconds(rec.queue_seconds);
+    InterventionsToWire(p.interventions.items, header->mutable_interventions());
     if (!stream.Push(std::move(header_message)).ok()) return;
 
     AttentionChunker chunker(p.capture, static_cast<int>(p.prompt.ids.size()), max_chunk_bytes,
@@ -556,6 +560,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
     reply.set_prompt_length(result->prompt_length);
     reply.set_generated_text(text);
     reply.set_stop_reason(result->stop_reason);
+    InterventionsToWire(prepared.interventions.items, reply.mutable_interventions());
     FillTimings(*result, record->queue_seconds, record->admission.arrival, reply.mutable_timings());
     const uint64_t reply_bytes = reply.ByteSizeLong();
     if (reply_bytes > max_reply_bytes) {
@@ -592,6 +597,10 @@ grpc::ServerUnaryReactor* AttnScopeService::GetModelInfo(grpc::CallbackServerCon
     limits->set_max_chunk_bytes(config_.streaming.max_message_bytes);
     limits->set_queue_length(config_.queue_length);
     limits->set_default_max_new_tokens(config_.limits.default_max_new_tokens);
+    limits->set_max_interventions(config_.limits.max_interventions);
+    limits->set_max_candidates(config_.limits.max_candidates);
+    limits->set_max_candidate_tokens(config_.limits.max_candidate_tokens);
+    limits->set_max_sweep_heads(config_.limits.max_sweep_heads);
     response->set_server_version("attnscope 0.1.0");
   });
   return reactor;
@@ -634,6 +643,81 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
       response->set_text(input->text);
     }
   });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
+    grpc::CallbackServerContext* context, const v1::ScoreRequest* request) {
+  auto record = std::make_shared<RequestRecord>();
+  record->method = "ScoreAnswers";
+  record->client_tag = request->client_tag().substr(0, 128);
+  auto* reactor =
+      new ScoreReactor([record](const grpc::Status& status) { record->status = status; });
+  auto state = reactor->state();
+  absl::StatusOr<Admission> admission = Admit(context);
+  if (!admission.ok()) {
+    record->admission.arrival = Clock::now();
+    record->admission.request_id = "-";
+    ScoreReactor::Close(state, ToGrpcStatus(admission.status()));
+    return reactor;
+  }
+  record->admission = *std::move(admission);
+  // Everything is checked here, before the request joins the queue.
+  absl::StatusOr<PreparedScore> prepared = PrepareScore(*request, model_view(), config_.limits);
+  if (!prepared.ok()) {
+    ScoreReactor::Close(state, ToGrpcStatus(prepared.status()));
+    return reactor;
+  }
+  record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
+  const session::LoadedModel* model = model_.get();
+  const auto deadline = context->deadline();
+  const InterventionLimits limits = session::InterventionLimitsOf(config_.limits);
+  absl::Status submitted =
+      worker_->Submit([state, record, model, deadline, limits, p = *std::move(prepared)] {
+        record->queue_seconds = SecondsSince(record->admission.arrival);
+        if (state->cancelled.load()) return;
+        const auto model_start = Clock::now();
+        v1::ScoreResponse message;
+        v1::ScoreResult* reply = message.mutable_result();
+        reply->set_request_id(record->admission.request_id);
+        for (int64_t id : p.prompt.ids) reply->add_prompt_ids(id);
+        InterventionsToWire(p.interventions.items, reply->mutable_interventions());
+        absl::Status status;
+        if (p.sweep_mode) {
+          auto progress = [&](int done, int total) -> absl::Status {
+            if (state->cancelled.load()) return absl::CancelledError("cancelled by the client");
+            ATTNSCOPE_RETURN_IF_ERROR(DeadlineCheck(deadline));
+            v1::ScoreResponse update;
+            update.mutable_progress()->set_done(done);
+            update.mutable_progress()->set_total(total);
+            ScoreReactor::Push(state, std::move(update));
+            return absl::OkStatus();
+          };
+          absl::StatusOr<SweepResult> sweep =
+              model->engine->Sweep(p.prompt.ids, p.candidates, p.sweep, progress, limits);
+          status = sweep.status();
+          if (sweep.ok()) {
+            ScoreResultToWire(sweep->clean, reply);
+            SweepCellsToWire(sweep->cells, reply);
+          }
+        } else {
+          absl::StatusOr<ScoreResult> score =
+              model->engine->Score(p.prompt.ids, p.candidates, &p.interventions, limits);
+          status = score.status();
+          if (score.ok()) ScoreResultToWire(*score, reply);
+        }
+        if (!status.ok()) {
+          ScoreReactor::Close(state, ToGrpcStatus(status));
+          return;
+        }
+        v1::Timings* timings = reply->mutable_timings();
+        timings->set_queue_seconds(record->queue_seconds);
+        timings->set_prefill_seconds(SecondsSince(model_start));
+        timings->set_total_seconds(SecondsSince(record->admission.arrival));
+        ScoreReactor::Push(state, std::move(message));
+        ScoreReactor::Close(state, grpc::Status::OK);
+      });
+  if (!submitted.ok()) ScoreReactor::Close(state, ToGrpcStatus(submitted));
   return reactor;
 }
 

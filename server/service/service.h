@@ -59,6 +59,8 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;
+  grpc::ServerWriteReactor<v1::ScoreResponse>* ScoreAnswers(
+      grpc::CallbackServerContext* context, const v1::ScoreRequest* request) override;
 
  private:
   absl::StatusOr<Admission> Admit(grpc::CallbackServerContext* context);

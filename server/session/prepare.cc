@@ -213,6 +213,10 @@ absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, con
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckCaptureBytes(prepared.capture,
                                                       prompt_tokens + prepared.max_new_tokens,
                                                       limits, &prepared.estimated_capture_bytes));
+  absl::StatusOr<InterventionSet> interventions = PrepareInterventions(
+      request, prepared.prompt, prompt_tokens + prepared.max_new_tokens + 1, model, limits);
+  if (!interventions.ok()) return interventions.status();
+  prepared.interventions = *std::move(interventions);
   return prepared;
 }
 
@@ -273,7 +277,49 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
   for (const auto& [begin, end] : prompt.spans) {
     input.spans.push_back({static_cast<int>(begin), static_cast<int>(end)});
   }
+  absl::StatusOr<InterventionSet> interventions = PrepareInterventions(
+      request, prompt, prompt_tokens + prepared.params.max_new_tokens + 1, model, limits);
+  if (!interventions.ok()) return interventions.status();
+  prepared.interventions = *std::move(interventions);
   return prepared;
+}
+
+InterventionLimits InterventionLimitsOf(const RequestLimits& limits) {
+  InterventionLimits out;
+  out.max_interventions = limits.max_interventions;
+  out.max_candidates = limits.max_candidates;
+  out.max_candidate_tokens = limits.max_candidate_tokens;
+  out.max_sweep_heads = limits.max_sweep_heads;
+  return out;
+}
+
+absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
+                                                     const PreparedPrompt& prompt, int max_length,
+                                                     const ModelView& model,
+                                                     const RequestLimits& limits) {
+  InterventionSet set;
+  // The count first: nothing is resolved or tokenized for an oversized list.
+  if (static_cast<int64_t>(request.interventions.size()) > limits.max_interventions) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interventions = ", request.interventions.size(),
+                     " interventions: exceeds the server limit limits.max_interventions = ",
+                     limits.max_interventions));
+  }
+  set.items = request.interventions;
+  if (request.patch_source) {
+    absl::StatusOr<PreparedPrompt> source = ResolvePromptInput(request.patch_source, model);
+    if (!source.ok()) {
+      return absl::Status(source.status().code(),
+                          absl::StrCat("patch_source: ", source.status().message()));
+    }
+    set.patch_source_ids = source->ids;
+  }
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(
+      ResolveKnockoutTerms(&set, prompt.text, prompt.spans, prompt.tokens));
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(
+      ValidateInterventions(&set, *model.config, static_cast<int>(prompt.ids.size()), max_length,
+                            InterventionLimitsOf(limits)));
+  return set;
 }
 
 }  // namespace attnscope::session

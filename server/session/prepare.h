@@ -34,6 +34,7 @@ struct PreparedGeneration {
   CaptureSpec capture;  // resolved against the model; empty layers when disabled
   int max_new_tokens = 0;
   uint64_t estimated_capture_bytes = 0;
+  InterventionSet interventions;  // resolved and checked
 };
 
 struct PreparedAnalysis {
@@ -42,8 +43,20 @@ struct PreparedAnalysis {
   CaptureSpec capture;      // analysis.layers / analysis.heads, float32, every row
   analysis::AnalysisOptions options;
   analysis::AnalysisInput input;
-  bool probe = false;  // one uncached forward over the prompt, nothing generated
+  bool probe = false;             // one uncached forward over the prompt, nothing generated
+  InterventionSet interventions;  // resolved and checked
 };
+
+InterventionLimits InterventionLimitsOf(const RequestLimits& limits);
+
+// The request's interventions against its prepared prompt: the count against the limit
+// first, then knockout terms matched in the prompt's text (or token strings), the patch
+// source prepared like an input, and ValidateInterventions over `max_length` tokens
+// (prompt + generated or candidate tokens).
+absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
+                                                     const PreparedPrompt& prompt, int max_length,
+                                                     const ModelView& model,
+                                                     const RequestLimits& limits);
 
 // Checks the sampling parameters and resolves max_new_tokens (the configured default for 0).
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& spec,

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "server/engine/capture_spec.h"
+#include "server/engine/interventions.h"
 #include "server/engine/prompt.h"
 
 namespace attnscope::session {
@@ -36,6 +37,11 @@ struct RequestLimits {
   // Largest unary reply (an AnalyzeHeads report with term submatrices grows with prompt
   // length x layers x heads); a bigger one is refused with RESOURCE_EXHAUSTED naming this key.
   uint64_t max_reply_bytes = 64ull << 20;
+  // Causal interventions and answer scoring (ScoreAnswers).
+  int max_interventions = 64;     // interventions of one request
+  int max_candidates = 16;        // ScoreAnswers candidates
+  int max_candidate_tokens = 32;  // tokens of one candidate
+  int max_sweep_heads = 4096;     // ablated heads (layers x heads) of one sweep
 
   // Local mode: only the model's own bounds (max_position_embeddings) apply.
   static RequestLimits Unbounded() {
@@ -45,6 +51,10 @@ struct RequestLimits {
     limits.max_total_tokens = std::numeric_limits<int>::max();
     limits.max_capture_bytes = std::numeric_limits<uint64_t>::max();
     limits.max_reply_bytes = std::numeric_limits<uint64_t>::max();
+    limits.max_interventions = std::numeric_limits<int>::max();
+    limits.max_candidates = std::numeric_limits<int>::max();
+    limits.max_candidate_tokens = std::numeric_limits<int>::max();
+    limits.max_sweep_heads = std::numeric_limits<int>::max();
     return limits;
   }
 };
@@ -103,6 +113,10 @@ struct Request {
   CaptureRequest capture;  // capture requests
   AnalysisSpec analysis;   // analysis requests
   std::string client_tag;
+  // Causal interventions (server/engine/interventions.h), as given (unresolved), and the
+  // input whose head outputs patches copy.
+  std::vector<Intervention> interventions;
+  std::optional<PromptInput> patch_source;
 };
 
 // The checks that need no model: signs, ranges, NaN, empty stop strings, the probe's length.

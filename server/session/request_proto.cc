@@ -1,14 +1,21 @@
 #include "server/session/request_proto.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/session/intervention_wire.h"
 
 namespace attnscope::session {
 namespace {
 
 template <typename Proto>
+void InputToProto(const PromptInput& input, Proto* proto);
+
+template <typename Proto>
 void InputToProto(const Request& request, Proto* proto) {
-  if (!request.input) return;
-  const PromptInput& input = *request.input;
+  if (request.input) InputToProto(*request.input, proto);
+}
+
+template <typename Proto>
+void InputToProto(const PromptInput& input, Proto* proto) {
   proto->set_plain_text(!input.parse_special_tokens);
   switch (input.kind) {
     case PromptInput::Kind::kText:
@@ -86,6 +93,25 @@ GenerationSpec GenerationFromProto(const v1::GenerationParams& p) {
   return spec;
 }
 
+void InterventionsToProto(const Request& request, v1::Interventions* out) {
+  InterventionsToWire(request.interventions, out->mutable_items());
+  if (request.patch_source) InputToProto(*request.patch_source, out->mutable_patch_source());
+}
+
+absl::Status InterventionsFromProto(const v1::Interventions& in, Request* request) {
+  absl::StatusOr<std::vector<Intervention>> items = InterventionsFromWire(in);
+  if (!items.ok()) return items.status();
+  request->interventions = *std::move(items);
+  if (in.has_patch_source()) {
+    request->patch_source = InputFromProto(in.patch_source());
+    if (!request->patch_source) {
+      return absl::InvalidArgumentError(
+          "patch_source = {}: set one of text, messages or ids (or leave patch_source out)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 v1::DType ToWireDType(CaptureDType dtype) {
@@ -155,6 +181,7 @@ v1::GenerateRequest ToGenerateRequest(const Request& request) {
   capture->set_dtype(ToWireDType(request.capture.dtype));
   capture->set_rows(ToWireRows(request.capture.rows));
   capture->set_disabled(request.capture.disabled);
+  InterventionsToProto(request, proto.mutable_interventions());
   proto.set_client_tag(request.client_tag);
   return proto;
 }
@@ -181,6 +208,7 @@ v1::AnalyzeRequest ToAnalyzeRequest(const Request& request) {
     out->mutable_induction_probe()->set_length(spec.induction_probe->length);
     out->mutable_induction_probe()->set_seed(spec.induction_probe->seed);
   }
+  InterventionsToProto(request, proto.mutable_interventions());
   proto.set_client_tag(request.client_tag);
   return proto;
 }
@@ -206,6 +234,9 @@ absl::StatusOr<Request> FromProto(const v1::GenerateRequest& proto) {
   request.capture.rows = *rows;
   request.capture.disabled = capture.disabled();
   request.client_tag = proto.client_tag();
+  if (auto status = InterventionsFromProto(proto.interventions(), &request); !status.ok()) {
+    return status;
+  }
   return request;
 }
 
@@ -232,6 +263,9 @@ absl::StatusOr<Request> FromProto(const v1::AnalyzeRequest& proto) {
         InductionProbeSpec{in.induction_probe().length(), in.induction_probe().seed()};
   }
   request.client_tag = proto.client_tag();
+  if (auto status = InterventionsFromProto(proto.interventions(), &request); !status.ok()) {
+    return status;
+  }
   return request;
 }
 
@@ -239,6 +273,22 @@ absl::StatusOr<Request> FromProto(const v1::TokenizeRequest& proto) {
   Request request;
   request.input = InputFromProto(proto);
   return request;
+}
+
+absl::StatusOr<Request> FromProto(const v1::ScoreRequest& proto) {
+  Request request;
+  request.input = InputFromProto(proto);
+  request.client_tag = proto.client_tag();
+  if (auto status = InterventionsFromProto(proto.interventions(), &request); !status.ok()) {
+    return status;
+  }
+  return request;
+}
+
+void InputToScoreRequest(const Request& request, v1::ScoreRequest* proto) {
+  InputToProto(request, proto);
+  InterventionsToProto(request, proto->mutable_interventions());
+  proto->set_client_tag(request.client_tag);
 }
 
 }  // namespace attnscope::session

@@ -81,8 +81,8 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const EngineOptions& opti
 absl::StatusOr<CaptureOutcome> RunCapture(const LoadedModel& model,
                                           const PreparedGeneration& prepared,
                                           GenerationObserver* sink) {
-  absl::StatusOr<GenerationResult> result =
-      model.engine->Generate(prepared.prompt.ids, prepared.params, prepared.capture, sink);
+  absl::StatusOr<GenerationResult> result = model.engine->Generate(
+      prepared.prompt.ids, prepared.params, prepared.capture, sink, &prepared.interventions);
   if (!result.ok()) return result.status();
   CaptureOutcome outcome;
   outcome.result = *std::move(result);
@@ -110,15 +110,15 @@ absl::StatusOr<AnalysisOutcome> RunAnalysis(const LoadedModel& model,
   AnalysisOutcome outcome;
   if (prepared.probe) {
     // One uncached forward over the probe: nothing is generated.
-    absl::StatusOr<std::vector<float>> logits =
-        model.engine->Forward(prepared.prompt.ids, prepared.capture, &observer);
+    absl::StatusOr<std::vector<float>> logits = model.engine->Forward(
+        prepared.prompt.ids, prepared.capture, &observer, &prepared.interventions);
     if (!logits.ok()) return logits.status();
     outcome.result.token_ids = prepared.prompt.ids;
     outcome.result.prompt_length = static_cast<int>(prepared.prompt.ids.size());
     outcome.result.stop_reason = "probe";
   } else {
-    absl::StatusOr<GenerationResult> result =
-        model.engine->Generate(prepared.prompt.ids, prepared.params, prepared.capture, &observer);
+    absl::StatusOr<GenerationResult> result = model.engine->Generate(
+        prepared.prompt.ids, prepared.params, prepared.capture, &observer, &prepared.interventions);
     outcome.generated_tokens = observer.generated();
     if (!result.ok()) return result.status();
     outcome.result = *std::move(result);

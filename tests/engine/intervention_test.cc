@@ -7,66 +7,18 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "nlohmann/json.hpp"
 #include "server/engine/capture_file.h"
 #include "server/engine/engine.h"
 #include "server/engine/interventions.h"
+#include "tests/common/intervention_cases.h"
 #include "tests/common/npy.h"
 
 namespace attnscope {
 namespace {
 
 constexpr double kTolerance = 1e-4;
-
-nlohmann::json LoadReference(const std::string& model) {
-  std::ifstream in(std::string(ATTNSCOPE_SOURCE_DIR) + "/tests/engine/testdata/interventions_" +
-                   model + ".json");
-  std::stringstream text;
-  text << in.rdbuf();
-  return nlohmann::json::parse(text.str());
-}
-
-InterventionSet FromJson(const nlohmann::json& item_list, const nlohmann::json& source) {
-  InterventionSet set;
-  for (const auto& e : item_list) {
-    Intervention item;
-    const std::string kind = e.at("kind");
-    item.layer = e.at("layer");
-    item.heads = e.at("heads").get<std::vector<int>>();
-    if (kind == "ablate") {
-      item.kind = Intervention::Kind::kAblate;
-      item.mode = e.at("mode") == "mean" ? AblationMode::kMean : AblationMode::kZero;
-    } else if (kind == "knockout") {
-      item.kind = Intervention::Kind::kKnockout;
-      const std::string rows = e.at("rows");
-      item.rows = rows == "all"         ? KnockoutRows::kAll
-                  : rows == "generated" ? KnockoutRows::kGenerated
-                                        : KnockoutRows::kRange;
-      if (item.rows == KnockoutRows::kRange) {
-        item.row_begin = e.at("row_begin");
-        item.row_end = e.at("row_end");
-      }
-      item.key_positions = e.at("keys").get<std::vector<int>>();
-    } else {
-      item.kind = Intervention::Kind::kPatch;
-      item.positions = e.at("positions").get<std::vector<int>>();
-    }
-    set.items.push_back(item);
-  }
-  if (source.is_array()) set.patch_source_ids = source.get<std::vector<int64_t>>();
-  return set;
-}
-
-std::vector<Candidate> Candidates(const nlohmann::json& doc) {
-  std::vector<Candidate> candidates;
-  for (const auto& ids : doc.at("candidates")) {
-    candidates.push_back({"", ids.get<std::vector<int64_t>>()});
-  }
-  return candidates;
-}
 
 class InterventionTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -78,7 +30,7 @@ class InterventionTest : public ::testing::TestWithParam<std::string> {
     auto engine = Engine::Load(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
-    doc_ = LoadReference(GetParam());
+    doc_ = testing::LoadInterventionReference(GetParam());
     prompt_ = doc_.at("prompt").get<std::vector<int64_t>>();
   }
   std::unique_ptr<Engine> engine_;
@@ -87,10 +39,11 @@ class InterventionTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(InterventionTest, ScoresEqualTheReferenceUnderEveryIntervention) {
-  const std::vector<Candidate> candidates = Candidates(doc_);
+  const std::vector<Candidate> candidates = testing::CandidatesFromJson(doc_);
   for (const auto& c : doc_.at("cases")) {
     SCOPED_TRACE(c.at("name").get<std::string>());
-    InterventionSet set = FromJson(c.at("interventions"), c.value("source", nlohmann::json()));
+    InterventionSet set =
+        testing::InterventionsFromJson(c.at("interventions"), c.value("source", nlohmann::json()));
     auto result = engine_->Score(prompt_, candidates, &set);
     ASSERT_TRUE(result.ok()) << result.status();
     ASSERT_EQ(result->candidates.size(), candidates.size());
@@ -113,7 +66,7 @@ TEST_P(InterventionTest, ScoresEqualTheReferenceUnderEveryIntervention) {
 }
 
 TEST_P(InterventionTest, CleanScoresAreTheEnginesOwnLogits) {
-  const std::vector<Candidate> candidates = Candidates(doc_);
+  const std::vector<Candidate> candidates = testing::CandidatesFromJson(doc_);
   auto result = engine_->Score(prompt_, candidates, nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   const int vocab = engine_->config().vocab_size;
@@ -136,7 +89,8 @@ TEST_P(InterventionTest, CleanScoresAreTheEnginesOwnLogits) {
 TEST_P(InterventionTest, GreedyGenerationUnderInterventionsEqualsTheReference) {
   for (const auto& c : doc_.at("cases")) {
     SCOPED_TRACE(c.at("name").get<std::string>());
-    InterventionSet set = FromJson(c.at("interventions"), c.value("source", nlohmann::json()));
+    InterventionSet set =
+        testing::InterventionsFromJson(c.at("interventions"), c.value("source", nlohmann::json()));
     GenerationParams params;
     params.max_new_tokens = 4;
     params.ignore_eos = true;
@@ -153,7 +107,8 @@ TEST_P(InterventionTest, CapturedAttentionShowsTheKnockout) {
   for (const auto& c : doc_.at("cases")) {
     if (c.at("prompt_attention").empty()) continue;
     SCOPED_TRACE(c.at("name").get<std::string>());
-    InterventionSet set = FromJson(c.at("interventions"), c.value("source", nlohmann::json()));
+    InterventionSet set =
+        testing::InterventionsFromJson(c.at("interventions"), c.value("source", nlohmann::json()));
     CaptureSpec spec;
     for (int l = 0; l < engine_->config().num_hidden_layers; ++l) spec.layers.push_back(l);
     for (int h = 0; h < heads; ++h) spec.heads.push_back(h);
@@ -184,7 +139,7 @@ TEST_P(InterventionTest, CapturedAttentionShowsTheKnockout) {
 }
 
 TEST_P(InterventionTest, SweepEqualsTheReferenceAndSingleAblations) {
-  const std::vector<Candidate> candidates = Candidates(doc_);
+  const std::vector<Candidate> candidates = testing::CandidatesFromJson(doc_);
   const auto clean = doc_.at("cases")[0].at("scores");
   const double clean_diff =
       clean[0].at("logprob").get<double>() - clean[1].at("logprob").get<double>();
@@ -222,7 +177,7 @@ TEST_P(InterventionTest, SweepEqualsTheReferenceAndSingleAblations) {
 TEST_P(InterventionTest, SweepStopsWhenProgressSaysSo) {
   int calls = 0;
   auto result = engine_->Sweep(
-      prompt_, Candidates(doc_), SweepSpec(),
+      prompt_, testing::CandidatesFromJson(doc_), SweepSpec(),
       [&](int done, int) {
         ++calls;
         return done >= 2 ? absl::CancelledError("cancelled by the client") : absl::OkStatus();

@@ -337,4 +337,40 @@ absl::StatusOr<v1::GetModelInfoResponse> RemoteModelInfo(const RemoteTarget& tar
       });
 }
 
+absl::StatusOr<v1::ScoreResult> RemoteScore(
+    const RemoteTarget& target, const v1::ScoreRequest& request,
+    const std::function<void(const v1::ScoreProgress&)>& progress) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(target);
+  if (!channel.ok()) return channel.status();
+  auto stub = v1::AttnScope::NewStub(*channel);
+  grpc::ClientContext context;
+  PrepareContext(target, &context);
+  std::unique_ptr<grpc::ClientReader<v1::ScoreResponse>> reader =
+      stub->ScoreAnswers(&context, request);
+  v1::ScoreResponse message;
+  std::optional<v1::ScoreResult> result;
+  absl::Status broken;
+  while (reader->Read(&message)) {
+    if (message.has_progress()) {
+      if (progress) progress(message.progress());
+    } else if (message.has_result() && !result && broken.ok()) {
+      result = message.result();
+    } else if (broken.ok()) {
+      broken = absl::DataLossError(absl::StrCat("server ", target.address,
+                                                ": ScoreAnswers stream broken: an empty message "
+                                                "or a second result"));
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    return FromGrpcStatus(status.error_code(), status.error_message(), target.address);
+  }
+  if (!broken.ok()) return broken;
+  if (!result) {
+    return absl::DataLossError(
+        absl::StrCat("server ", target.address, ": ScoreAnswers ended without a result"));
+  }
+  return *result;
+}
+
 }  // namespace attnscope::remote

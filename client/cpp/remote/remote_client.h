@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <memory>
@@ -86,6 +87,12 @@ absl::StatusOr<v1::AnalyzeResponse> RemoteAnalyze(const RemoteTarget& target,
 absl::StatusOr<v1::TokenizeResponse> RemoteTokenize(const RemoteTarget& target,
                                                     const v1::TokenizeRequest& request);
 absl::StatusOr<v1::GetModelInfoResponse> RemoteModelInfo(const RemoteTarget& target);
+
+// Runs ScoreAnswers: `progress` sees each ScoreProgress; the ScoreResult comes back. A stream
+// that ends without a result, or with more than one, is an error.
+absl::StatusOr<v1::ScoreResult> RemoteScore(
+    const RemoteTarget& target, const v1::ScoreRequest& request,
+    const std::function<void(const v1::ScoreProgress&)>& progress);
 
 // The gRPC status of a failed call as an absl::Status (same code), message prefixed with the
 // server address.

@@ -31,6 +31,11 @@ def main(argv=None) -> int:
     batch.add_argument("--token", default=None, help="API key")
     batch.add_argument("--request-timeout", type=float, default=None,
                        help="seconds per request; an item that takes longer is recorded as failed")
+    batch.add_argument("--candidates", default="",
+                       help="comma list of two answers (e.g. 'increase,decrease'): record each item's logit difference")
+    batch.add_argument("--sweep-first", type=int, default=0,
+                       help="also sweep every head (single-head ablation) of the first N items; needs --candidates")
+    batch.add_argument("--sweep-mode", choices=["zero", "mean"], default="zero")
     batch.add_argument("--no-progress", action="store_true")
 
     sample = commands.add_parser("sample-data", help="write the synthetic financial statements dataset")
@@ -48,7 +53,9 @@ def main(argv=None) -> int:
                            concurrency=args.concurrency, max_new_tokens=args.max_new_tokens,
                            template_index=args.template, layers=_int_list(args.layers),
                            heads=_int_list(args.heads), limit=args.limit, token=args.token,
-                           progress=not args.no_progress, request_timeout=args.request_timeout)
+                           progress=not args.no_progress, request_timeout=args.request_timeout,
+                           candidates=[c for c in args.candidates.split(",") if c] or None,
+                           sweep_first=args.sweep_first, sweep_mode=args.sweep_mode)
     except (ValueError, OSError, AttnScopeError) as error:
         print(f"attnscope batch: {error}", file=sys.stderr)
         return 1

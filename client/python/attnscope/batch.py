@@ -8,8 +8,12 @@ Output folder:
                                 the items that have one, so an interrupted run resumes
   items/<company>_<year>.error.json   a failed item (retried by the next run)
   heads.csv                     one row per (company, year, layer, head)
-  predictions.csv               one row per item: label, prediction, correct, status, error
-  summary.json, summary.txt     the head differences
+  predictions.csv               one row per item: label, prediction, correct, status, error,
+                                logit_diff (with `candidates`: logprob(first) - logprob(second))
+  sweeps.csv                    with `sweep_first` N: one row per (item, layer, head) of the
+                                single-head ablation sweep of the first N items
+  summary.json, summary.txt     the head differences, the logit difference by label and
+                                correctness, and the heads whose ablation moves it most
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from attnscope.study import build_messages, dataset_items, load_dataset, load_pr
 HEAD_COLUMNS = (["company_id", "fiscal_year", "layer", "head", "label", "prediction", "correct", "type"]
                 + list(METRICS) + ["gen_" + m for m in METRICS])
 PREDICTION_COLUMNS = ["company_id", "fiscal_year", "label", "prediction", "correct", "status", "error",
-                      "generated_text"]
+                      "logit_diff", "generated_text"]
+SWEEP_COLUMNS = ["company_id", "fiscal_year", "label", "prediction", "correct", "layer", "head", "logit_diff",
+                 "delta"]
 
 
 def _item_name(company: str, year: str) -> str:
@@ -129,12 +135,53 @@ def summarize(rows: List[dict], top: int = 10) -> dict:
     return summary
 
 
+def _groups(record) -> List[str]:
+    out = []
+    if record["label"] in ("increase", "decrease"):
+        out.append("label_" + record["label"])
+    if record["correct"] != "":
+        out.append("correct" if record["correct"] == 1 else "wrong")
+    return out
+
+
+def summarize_scores(predictions: List[dict], sweep_rows: List[dict], top: int = 10) -> dict:
+    """Mean logit difference per group (label_increase, label_decrease, correct, wrong), and per
+    group the `top` heads whose ablation moves it most (by |mean delta| over the swept items)."""
+    out = {}
+    for record in predictions:
+        if record.get("logit_diff") in (None, ""):
+            continue
+        for group in _groups(record) + ["all"]:
+            out.setdefault(group, {"items": 0, "mean_logit_diff": 0.0})
+            out[group]["items"] += 1
+            out[group]["mean_logit_diff"] += float(record["logit_diff"])
+    for entry in out.values():
+        entry["mean_logit_diff"] /= entry["items"]
+    heads: Dict[str, Dict[tuple, List[float]]] = {}
+    for row in sweep_rows:
+        for group in _groups(row) + ["all"]:
+            heads.setdefault(group, {}).setdefault((row["layer"], row["head"]), []).append(float(row["delta"]))
+    for group, cells in heads.items():
+        ranked = [{"layer": l, "head": h, "mean_delta": _mean(d), "items": len(d)} for (l, h), d in cells.items()]
+        ranked.sort(key=lambda e: (-abs(e["mean_delta"]), e["layer"], e["head"]))
+        out.setdefault(group, {"items": 0, "mean_logit_diff": None})["top_heads"] = ranked[:top]
+    return out
+
+
 def _summary_text(summary: dict, counts: dict) -> str:
     lines = [f"items: {counts['items']}, finished: {counts['finished']}, failed: {counts['failed']}, "
              f"predictions: {counts['predictions']}, accuracy (of known predictions): {counts['accuracy']}"]
     titles = {"increase_vs_decrease": ("predicted increase", "predicted decrease"),
               "correct_vs_wrong": ("correct", "wrong")}
+    scores = summary.get("scores", {})
+    for group, entry in scores.items():
+        mean = entry.get("mean_logit_diff")
+        cells = ", ".join(f"L{e['layer']}H{e['head']} {e['mean_delta']:+.4f}" for e in entry.get("top_heads", [])[:5])
+        lines.append(f"logit_diff {group:<15} items {entry['items']:>4}  mean "
+                     f"{'-' if mean is None else format(mean, '+.4f')}  {('heads: ' + cells) if cells else ''}")
     for name, entry in summary.items():
+        if name == "scores":
+            continue
         a, b = titles[name]
         lines.append("")
         lines.append(f"== {a} ({entry['items_a']} items) vs {b} ({entry['items_b']} items)")
@@ -153,8 +200,14 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
               concurrency: int = 1, max_new_tokens: int = 16, template_index: int = 0,
               layers: Sequence[int] = (), heads: Sequence[int] = (), limit: Optional[int] = None,
               token: Optional[str] = None, progress: bool = True, client=None,
-              request_timeout: Optional[float] = None, clients=None) -> dict:
+              request_timeout: Optional[float] = None, clients=None,
+              candidates: Optional[Sequence[str]] = None, sweep_first: int = 0,
+              sweep_mode: str = "zero") -> dict:
     """Runs (or resumes) a dataset run and returns the counts and summary it wrote.
+
+    candidates=("increase", "decrease") also scores both answers after each item's prompt
+    (ScoreAnswers) and records the logit difference; sweep_first=N sweeps every head of the
+    first N items (single-head `sweep_mode` ablation), whose deltas the summary ranks.
 
     `server` may list several replicas, comma-separated ("gpu1:50051,gpu2:50051"): items are
     spread over them round-robin, so a dataset runs on every replica at once (give
@@ -173,7 +226,8 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
             clients = [Client(address.strip(), token=token, timeout=request_timeout)
                        for address in server.split(",") if address.strip()]
 
-    todo = [(c, y, e) for c, y, e in items if not os.path.exists(os.path.join(item_dir, _item_name(c, y) + ".json"))]
+    todo = [(i, c, y, e) for i, (c, y, e) in enumerate(items)
+            if not os.path.exists(os.path.join(item_dir, _item_name(c, y) + ".json"))]
     skipped = len(items) - len(todo)
     bar = _Progress(len(todo), progress)
 
@@ -186,10 +240,18 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
                                     layers=layers, heads=heads, client_tag=f"batch:{company}/{year}")
             prediction = parse_prediction(report.generated_text)
             label = entry.get("label") or ""
-            _write_json(os.path.join(item_dir, name + ".json"), {
-                "company_id": company, "fiscal_year": year, "label": label, "prediction": prediction,
-                "generated_text": report.generated_text, "stop_reason": report.stop_reason,
-                "rows": _head_rows(company, year, label, prediction, report)})
+            record = {"company_id": company, "fiscal_year": year, "label": label, "prediction": prediction,
+                      "generated_text": report.generated_text, "stop_reason": report.stop_reason,
+                      "rows": _head_rows(company, year, label, prediction, report)}
+            if candidates:
+                score = client.score(messages=messages, candidates=list(candidates),
+                                     client_tag=f"batch-score:{company}/{year}")
+                record["logit_diff"] = score.logit_diff
+            if candidates and index < sweep_first:
+                sweep = client.sweep(messages=messages, candidates=list(candidates)[:2], layers=layers,
+                                     heads=heads, mode=sweep_mode, client_tag=f"batch-sweep:{company}/{year}")
+                record["sweep"] = sweep.rows()
+            _write_json(os.path.join(item_dir, name + ".json"), record)
             error_path = os.path.join(item_dir, name + ".error.json")
             if os.path.exists(error_path):
                 os.remove(error_path)
@@ -202,7 +264,7 @@ def run_batch(server: str, data: str, prompts: str, prompt: str = "prompt_1", ou
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            futures = [pool.submit(run_one, i, c, y, e) for i, (c, y, e) in enumerate(todo)]
+            futures = [pool.submit(run_one, i, c, y, e) for i, c, y, e in todo]
             for future in as_completed(futures):
                 bar.step(future.result())
     finally:
@@ -214,6 +276,7 @@ def write_outputs(out: str, items, skipped: int = 0) -> dict:
     """Rebuilds heads.csv, predictions.csv and the summary from the item files."""
     item_dir = os.path.join(out, "items")
     all_rows: List[dict] = []
+    sweep_rows: List[dict] = []
     predictions = []
     finished = failed = 0
     for company, year, entry in items:
@@ -228,7 +291,11 @@ def write_outputs(out: str, items, skipped: int = 0) -> dict:
             all_rows.extend(item["rows"])
             record.update(prediction=item["prediction"], generated_text=item["generated_text"], status="ok",
                           correct="" if item["prediction"] == "unknown" or not record["label"]
-                          else int(item["prediction"] == record["label"]))
+                          else int(item["prediction"] == record["label"]),
+                          logit_diff=item.get("logit_diff", ""))
+            for cell in item.get("sweep", []):
+                sweep_rows.append({k: record[k] for k in ("company_id", "fiscal_year", "label", "prediction",
+                                                          "correct")} | cell)
             finished += 1
         elif os.path.exists(error_path):
             with open(error_path, encoding="utf-8") as f:
@@ -236,8 +303,10 @@ def write_outputs(out: str, items, skipped: int = 0) -> dict:
             failed += 1
         predictions.append(record)
 
-    for file_name, columns, rows in (("heads.csv", HEAD_COLUMNS, all_rows),
-                                     ("predictions.csv", PREDICTION_COLUMNS, predictions)):
+    outputs = [("heads.csv", HEAD_COLUMNS, all_rows), ("predictions.csv", PREDICTION_COLUMNS, predictions)]
+    if sweep_rows:
+        outputs.append(("sweeps.csv", SWEEP_COLUMNS, sweep_rows))
+    for file_name, columns, rows in outputs:
         tmp = os.path.join(out, file_name + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
@@ -253,6 +322,8 @@ def write_outputs(out: str, items, skipped: int = 0) -> dict:
               "accuracy": round(sum(p["correct"] for p in known) / len(known), 4) if known else None,
               "head_rows": len(all_rows)}
     summary = summarize(all_rows)
+    if any(p.get("logit_diff") not in (None, "") for p in predictions) or sweep_rows:
+        summary["scores"] = summarize_scores(predictions, sweep_rows)
     _write_json(os.path.join(out, "summary.json"), {"counts": counts, "summary": summary})
     with open(os.path.join(out, "summary.txt"), "w", encoding="utf-8") as f:
         f.write(_summary_text(summary, counts))

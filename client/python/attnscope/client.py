@@ -12,6 +12,7 @@ import grpc
 from attnscope import _protogen
 from attnscope.capture import Capture
 from attnscope.errors import AttnScopeError
+from attnscope.interventions import ScoreResult, SweepResult, fill_interventions
 from attnscope.reassembly import StreamAssembler
 from attnscope.report import HeadReport
 
@@ -74,6 +75,24 @@ def _set_generation(params, max_new_tokens, greedy, temperature, top_p, top_k, s
         params.repetition_penalty = float(repetition_penalty)
     params.stop_strings.extend(stop_strings or [])
     params.eos_token_ids.extend(int(i) for i in (eos_token_ids or []))
+
+
+def _set_interventions(wire, interventions, patch_source, plain_text) -> None:
+    fill_interventions(pb2, wire, interventions or ())
+    if patch_source is not None:
+        wire.patch_source.plain_text = plain_text
+        if isinstance(patch_source, str):
+            wire.patch_source.text = patch_source
+        else:
+            wire.patch_source.ids.ids.extend(int(i) for i in patch_source)
+
+
+def _set_candidates(request, candidates) -> None:
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            request.candidates.add(text=candidate)
+        else:
+            request.candidates.add().ids.ids.extend(int(i) for i in candidate)
 
 
 class _Progress:
@@ -167,17 +186,20 @@ class Client:
                  heads: Sequence[int] = (), dtype: str = "float32", rows: str = "all",
                  capture: bool = True, plain_text: bool = False, add_generation_prompt: bool = True,
                  on_token: Optional[Callable] = None, progress: bool = True,
-                 client_tag: str = "") -> Capture:
+                 client_tag: str = "", interventions: Sequence[dict] = (),
+                 patch_source=None) -> Capture:
         """Generates and returns the Capture (attention of `layers` x `heads`, all by default).
 
         on_token(event) is called for every generated token (event.id, .position, .text, .token).
         rows: "all", "prompt" or "generated". plain_text: special-token spellings in `text` are
         ordinary text. Raises AttnScopeError on a server error, IncompleteStreamError when the
-        stream is cut short or fails verification.
+        stream is cut short or fails verification. interventions: attnscope.interventions
+        ablate/knockout/patch items; patch_source: text, or a list of ids, for the patches.
         """
         request = pb2.GenerateRequest(client_tag=client_tag)
         _set_input(request, text, messages, ids, add_generation_prompt)
         request.plain_text = plain_text
+        _set_interventions(request.interventions, interventions, patch_source, plain_text)
         _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k, seed,
                         repetition_penalty, stop_strings, eos_token_ids)
         if dtype not in _DTYPE_VALUES:
@@ -212,7 +234,8 @@ class Client:
                 focused_entropy_threshold: Optional[float] = None,
                 induction_probe: Optional[tuple] = None, include_term_submatrix: bool = False,
                 plain_text: bool = False, add_generation_prompt: bool = True,
-                client_tag: str = "") -> HeadReport:
+                client_tag: str = "", interventions: Sequence[dict] = (),
+                patch_source=None) -> HeadReport:
         """Runs AnalyzeHeads: per-layer and per-head metrics computed inside the server.
 
         top_k is the number of keys listed per query (the sampling top-k is top_k_sampling).
@@ -222,6 +245,7 @@ class Client:
         if induction_probe is None or any(v is not None for v in (text, messages, ids)):
             _set_input(request, text, messages, ids, add_generation_prompt)
         request.plain_text = plain_text
+        _set_interventions(request.interventions, interventions, patch_source, plain_text)
         _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k_sampling,
                         seed, None, stop_strings, ())
         spec = request.analysis
@@ -252,3 +276,50 @@ class Client:
         response = self._call(self._stub.Tokenize, request)
         return Tokenization(ids=list(response.ids), tokens=list(response.tokens),
                             spans=[(s.start, s.end) for s in response.spans], text=response.text)
+
+    def _score_stream(self, request, on_progress):
+        result = None
+        try:
+            for response in self._stub.ScoreAnswers(request, metadata=self._metadata, timeout=self.timeout):
+                if response.HasField("progress"):
+                    if on_progress is not None:
+                        on_progress(response.progress.done, response.progress.total)
+                elif response.HasField("result"):
+                    result = response.result
+        except grpc.RpcError as error:
+            raise AttnScopeError(error.code().name, error.details() or "") from None
+        if result is None:
+            raise AttnScopeError("DATA_LOSS", "ScoreAnswers ended without a result")
+        return result
+
+    def score(self, text: Optional[str] = None, messages: Optional[Messages] = None,
+              ids: Optional[Sequence[int]] = None, *, candidates: Sequence, interventions: Sequence[dict] = (),
+              patch_source=None, plain_text: bool = False, add_generation_prompt: bool = True,
+              client_tag: str = "") -> ScoreResult:
+        """Log-probabilities of each candidate continuation (text, or a list of ids) after the
+        input, under `interventions` (attnscope.interventions.ablate / knockout / patch)."""
+        request = pb2.ScoreRequest(client_tag=client_tag)
+        _set_input(request, text, messages, ids, add_generation_prompt)
+        request.plain_text = plain_text
+        _set_candidates(request, candidates)
+        _set_interventions(request.interventions, interventions, patch_source, plain_text)
+        return ScoreResult.from_message(self._score_stream(request, None))
+
+    def sweep(self, text: Optional[str] = None, messages: Optional[Messages] = None,
+              ids: Optional[Sequence[int]] = None, *, candidates: Sequence, layers: Sequence[int] = (),
+              heads: Sequence[int] = (), mode: str = "zero", plain_text: bool = False,
+              add_generation_prompt: bool = True, on_progress: Optional[Callable] = None,
+              client_tag: str = "") -> SweepResult:
+        """Ablates each selected head alone (all by default) and returns the layer x head table
+        of the first two candidates' logit difference and its change from the clean run.
+        on_progress(done, total) is called as the server streams its progress."""
+        if mode not in ("zero", "mean"):
+            raise ValueError(f"mode {mode!r} is not 'zero' or 'mean'")
+        request = pb2.ScoreRequest(client_tag=client_tag)
+        _set_input(request, text, messages, ids, add_generation_prompt)
+        request.plain_text = plain_text
+        _set_candidates(request, candidates)
+        request.sweep.layers.extend(int(x) for x in layers)
+        request.sweep.heads.extend(int(x) for x in heads)
+        request.sweep.mode = pb2.ABLATION_MEAN if mode == "mean" else pb2.ABLATION_ZERO
+        return SweepResult.from_message(self._score_stream(request, on_progress), mode)

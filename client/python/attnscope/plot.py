@@ -125,9 +125,30 @@ def term_attention(capture: Capture, report: Optional[HeadReport], layer: int, h
     return _finish(figure, path)
 
 
-def layer_head_map(report: HeadReport, metric: str = "entropy", figsize=(8, 5), dpi=100, path=None) -> Figure:
+def layer_head_map(report, metric: str = "entropy", figsize=(8, 5), dpi=100, path=None) -> Figure:
     """A layers x heads image of `metric` (any HeadReport row key: diagonal, previous_token,
-    causal, beginning, sink, entropy, max, their gen_ variants) or of the head types ("type")."""
+    causal, beginning, sink, entropy, max, their gen_ variants) or of the head types ("type").
+    Given a SweepResult (client.sweep), the image is its "delta" (default) or "logit_diff" per
+    ablated head, on a diverging scale centred on 0."""
+    from attnscope.interventions import SweepResult
+    if isinstance(report, SweepResult):
+        value = metric if metric in ("delta", "logit_diff") else "delta"
+        layers, heads, matrix = report.matrix(value)
+        figure = _figure(figsize, dpi)
+        ax = figure.add_subplot()
+        limit = float(np.nanmax(np.abs(matrix))) if matrix.size and np.isfinite(matrix).any() else 1.0
+        centre = 0.0 if value == "delta" else report.clean_logit_diff
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=centre - (limit if value == "delta" else abs(limit - centre) or 1),
+                          vmax=centre + (limit if value == "delta" else abs(limit - centre) or 1), aspect="auto",
+                          interpolation="nearest")
+        figure.colorbar(image, ax=ax, label=value)
+        ax.set_xticks(np.arange(len(heads)), heads, fontsize=7)
+        ax.set_yticks(np.arange(len(layers)), layers, fontsize=7)
+        ax.set_xlabel("ablated head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{value} of the logit difference, {report.mode} ablation "
+                     f"(clean {report.clean_logit_diff:.3f})")
+        return _finish(figure, path)
     if metric != "type" and metric not in METRICS and metric.removeprefix("gen_") not in METRICS:
         raise ValueError(f"metric {metric!r} is not 'type' or one of {METRICS} (optionally gen_-prefixed)")
     layers, heads, matrix = report.metric_matrix(metric)
