@@ -86,6 +86,9 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(swept.status().message()).c_str());
     return 1;
   }
+  std::printf("sweep of %zu heads: %.2f s; now the same number of independent full forwards\n",
+              swept->cells.size(), sweep_seconds);
+  std::fflush(stdout);
   start = Clock::now();
   double worst = 0;
   for (const SweepCell& cell : swept->cells) {
