@@ -8,7 +8,7 @@ query head's softmax(QK^T)V slice), knockout as -inf scores before the softmax. 
 scored by one full forward of prompt + candidate each (no packing, no KV cache). The forward
 is first checked against transformers' own logits in the golden folder.
 
-    /usr/bin/python3 tests/engine/intervention_reference.py GOLDEN_DIR OUT_DIR
+    /usr/bin/python3 tests/engine/intervention_reference.py tests/data/golden tests/engine/testdata
 
 writes OUT_DIR/interventions_<model>.json for qwen2-tiny and qwen2-tiny-tied.
 """

@@ -23,10 +23,8 @@ constexpr double kTolerance = 1e-4;
 class InterventionTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    // The golden model folders come from ../shared until issue 11 copies them into tests/data.
-    ASSERT_FALSE(testing::SharedDir().empty()) << "../shared/golden is absent";
     EngineOptions options;
-    options.model_dir = testing::SharedDir() + "/golden/" + GetParam() + "/model";
+    options.model_dir = testing::DataDir() + "/golden/" + GetParam() + "/model";
     auto engine = Engine::Load(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);

@@ -14,7 +14,7 @@ const {spawn, execFile} = require('child_process');
 const REPO = path.join(__dirname, '..', '..', '..');
 const BUILD = process.env.ATTNSCOPE_BUILD_DIR || path.join(REPO, 'build');
 const SERVER = path.join(BUILD, 'server', 'service', 'attnscope-server');
-const GOLDEN = path.join(process.env.ATTNSCOPE_SHARED_DIR || '/work/shared', 'golden', 'qwen2-tiny');
+const GOLDEN = path.join(REPO, 'tests', 'data', 'golden', 'qwen2-tiny');
 const REFERENCE = path.join(REPO, 'tests', 'engine', 'testdata', 'interventions_qwen2-tiny.json');
 
 function freePort() {
