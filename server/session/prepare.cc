@@ -214,7 +214,8 @@ absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, con
                                                       prompt_tokens + prepared.max_new_tokens,
                                                       limits, &prepared.estimated_capture_bytes));
   absl::StatusOr<InterventionSet> interventions = PrepareInterventions(
-      request, prepared.prompt, prompt_tokens + prepared.max_new_tokens + 1, model, limits);
+      request, prepared.prompt,
+      static_cast<int>(SequencePositions(prompt_tokens, prepared.max_new_tokens)), model, limits);
   if (!interventions.ok()) return interventions.status();
   prepared.interventions = *std::move(interventions);
   return prepared;
@@ -278,7 +279,9 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
     input.spans.push_back({static_cast<int>(begin), static_cast<int>(end)});
   }
   absl::StatusOr<InterventionSet> interventions = PrepareInterventions(
-      request, prompt, prompt_tokens + prepared.params.max_new_tokens + 1, model, limits);
+      request, prompt,
+      static_cast<int>(SequencePositions(prompt_tokens, prepared.params.max_new_tokens)), model,
+      limits);
   if (!interventions.ok()) return interventions.status();
   prepared.interventions = *std::move(interventions);
   return prepared;

@@ -110,10 +110,12 @@ TEST_P(InterventionTest, CapturedAttentionShowsTheKnockout) {
     CaptureSpec spec;
     for (int l = 0; l < engine_->config().num_hidden_layers; ++l) spec.layers.push_back(l);
     for (int h = 0; h < heads; ++h) spec.heads.push_back(h);
+    // The prompt's rows of a one-token generation (its positions up to P are valid).
+    spec.rows = CaptureRows::kPromptOnly;
     CaptureFileObserver observer(spec);
-    // The prompt alone (max_new_tokens 0): key and row positions up to P stay valid.
     GenerationParams params;
-    params.max_new_tokens = 0;
+    params.max_new_tokens = 1;
+    params.ignore_eos = true;
     auto result = engine_->Generate(prompt_, params, spec, &observer, &set);
     ASSERT_TRUE(result.ok()) << result.status();
     const int total = static_cast<int>(prompt_.size());
