@@ -109,10 +109,16 @@ def evaluate(model, encoder: Encoder, seed: int, statements: int, sequences: int
     sequences_ids = torch.tensor([data.repeated_sequence(rng, induction_len, encoder.ordinary)
                                   for _ in range(sequences)])
     predicted = model(sequences_ids)[:, induction_len:2 * induction_len - 1].argmax(-1)
-    copied = (predicted == sequences_ids[:, induction_len + 1:]).sum().item()
-    total = predicted.numel()
+    correct = predicted == sequences_ids[:, induction_len + 1:]
+    # Greedy continuation, as the study asks the server: the first token of the second repeat is
+    # given, each generated token is fed back (one wrong token usually derails the rest).
+    generated = sequences_ids[:, :induction_len + 1]
+    for _ in range(induction_len - 1):
+        generated = torch.cat([generated, model(generated)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    greedy = (generated[:, induction_len + 1:] == sequences_ids[:, induction_len + 1:]).float().mean().item()
     model.train()
-    return {"heldout_accuracy": right / statements, "induction_accuracy": copied / total}
+    return {"heldout_accuracy": right / statements, "induction_accuracy": correct.float().mean().item(),
+            "first_copy_accuracy": correct[:, 0].float().mean().item(), "greedy_continuation": greedy}
 
 
 
@@ -167,6 +173,10 @@ def plot_curve(log_path: Path, png: Path) -> None:
     left.plot([r["step"] for r in train], [r["induction_loss"] for r in train], label="induction loss")
     if any(r["prompt_lm_loss"] > 0 for r in train):
         left.plot([r["step"] for r in train], [r["prompt_lm_loss"] for r in train], label="prompt LM loss")
+    supervised = [r for r in train if r.get("previous_token_loss", 0) > 0 or r.get("induction_head_loss", 0) > 0]
+    if supervised:  # the auxiliary attention losses of the stages that use them
+        left.plot([r["step"] for r in supervised], [r["previous_token_loss"] + r["induction_head_loss"]
+                                                    for r in supervised], label="attention supervision loss")
     left.set_xlabel("step"), left.set_ylabel("cross-entropy (nats)"), left.set_yscale("log"), left.legend()
     right.plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-", label="held-out statements")
     right.plot([r["step"] for r in evals], [r["induction_accuracy"] for r in evals], "s-", label="second repeat copied")
@@ -202,6 +212,29 @@ def main(argv=None) -> int:
                         help="standard deviation of the initial q/k biases (0: zeros)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-statements", type=int, default=100)
+    parser.add_argument("--eval-sequences", type=int, default=20,
+                        help="repeated random sequences (n = 32, the probe's length) per evaluation")
+    parser.add_argument("--first-copy-weight", type=float, default=0.0,
+                        help="extra weight of the loss on the second repeat's first copied token")
+    parser.add_argument("--stop-at-first-copy", type=float, default=None,
+                        help="with --stop-at-induction: also require this accuracy on that token")
+    parser.add_argument("--stop-at-greedy", type=float, default=None,
+                        help="with --stop-at-induction: also require this greedy continuation accuracy")
+    parser.add_argument("--stop-at-heldout", type=float, default=None,
+                        help="with --stop-at-induction: also require this held-out statement accuracy")
+    parser.add_argument("--previous-token-head", type=int, default=None,
+                        help="supervise this layer-0 head's attention to the previous token on the "
+                             "repeated sequences (an auxiliary loss; default: none)")
+    parser.add_argument("--induction-head", default=None,
+                        help="supervise these layer-1 heads' (comma-separated) attention to the induction target on the "
+                             "second repeat (an auxiliary loss, same weight and steps; default: none)")
+    parser.add_argument("--previous-token-weight", type=float, default=1.0,
+                        help="weight of the previous-token and induction-head attention losses")
+    parser.add_argument("--previous-token-steps", type=int, default=10**9,
+                        help="apply those attention losses for this many steps of the run only")
+    parser.add_argument("--stop-at-induction", type=float, default=None,
+                        help="stop after the first evaluation whose second-repeat copy accuracy is at "
+                             "least this (the run is still deterministic: it stops at the same step)")
     parser.add_argument("--log", default=None, help="JSON-lines log (default OUT/training_log.jsonl)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", default=str(REPO / "config" / "prompts.yaml"))
@@ -274,9 +307,32 @@ def main(argv=None) -> int:
             answer_right = (logits[is_first].argmax(-1) == targets[is_first]).float().mean().item()
         rep_ids, rep_targets, n = induction_batch(encoder, train_rng, args.induction_batch,
                                                   args.induction_min, args.induction_max)
-        rep_logits = model(rep_ids)
+        rep_logits, rep_probs = model(rep_ids, return_probs=True)
         induction_loss = F.cross_entropy(rep_logits.flatten(0, 1), rep_targets.flatten(), ignore_index=-100)
         loss = answer_loss + induction_loss + args.prompt_lm_weight * prompt_lm_loss
+        if args.first_copy_weight > 0:
+            # The second repeat's first copied token (position n predicts n + 1) is the one a
+            # greedy continuation starts from; its key (position 1) follows the sequence's first
+            # token, whose residual is unlike any other's, so it lags behind the others.
+            loss = loss + args.first_copy_weight * F.cross_entropy(rep_logits[:, n], rep_ids[:, n + 1])
+        previous_token_loss = torch.zeros(())
+        if args.previous_token_head is not None and step <= args.previous_token_steps:
+            # Attention supervision of one layer-0 head: -log of its attention from each position
+            # to the one before (the job of a previous-token head), the first half of a K-composed
+            # induction circuit. Only attention patterns are supervised: what the heads copy (their
+            # value/output circuits) is learned from the next-token loss alone.
+            probs = rep_probs[0][:, args.previous_token_head]
+            previous_token_loss = -torch.log(probs.diagonal(offset=-1, dim1=-2, dim2=-1) + 1e-9).mean()
+            loss = loss + args.previous_token_weight * previous_token_loss
+        induction_head_loss = torch.zeros(())
+        if args.induction_head is not None and step <= args.previous_token_steps:
+            # The same for layer-1 heads and the induction pattern: from each position of the
+            # second repeat to the token after its first occurrence (what the detector scores).
+            rows = torch.arange(n, 2 * n)
+            heads = [int(h) for h in str(args.induction_head).split(",")]
+            probs = rep_probs[1][:, heads]
+            induction_head_loss = -torch.log(probs[:, :, rows, rows - n + 1] + 1e-9).mean()
+            loss = loss + args.previous_token_weight * induction_head_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -285,25 +341,34 @@ def main(argv=None) -> int:
         if step % 10 == 0 or step == 1:
             row = {"step": step_offset + step, "loss": round(loss.item(), 5), "answer_loss": round(answer_loss.item(), 5),
                    "induction_loss": round(induction_loss.item(), 5), "prompt_lm_loss": round(prompt_lm_loss.item(), 5),
+                   "previous_token_loss": round(previous_token_loss.item(), 5),
+                   "induction_head_loss": round(induction_head_loss.item(), 5),
                    "answer_accuracy": round(answer_right, 4), "lr": scheduler.get_last_lr()[0],
                    "elapsed_s": round(time.time() - started, 1), "cpu_s": round(time.process_time(), 1)}
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            scores = evaluate(model, encoder, eval_seed, args.eval_statements, 20, 32)
+            scores = evaluate(model, encoder, eval_seed, args.eval_statements, args.eval_sequences, 32)
             row = {"step": step_offset + step, **scores, "elapsed_s": round(time.time() - started, 1)}
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
             write_model(out, model, tokenizer, {"step": step_offset + step, "seed": args.seed})
+            if (args.stop_at_induction is not None and scores["induction_accuracy"] >= args.stop_at_induction
+                    and scores["heldout_accuracy"] >= (args.stop_at_heldout or 0.0)
+                    and scores["first_copy_accuracy"] >= (args.stop_at_first_copy or 0.0)
+                    and scores["greedy_continuation"] >= (args.stop_at_greedy or 0.0)):
+                print(f"stopping: second-repeat copy accuracy {scores['induction_accuracy']:.3f} >= "
+                      f"{args.stop_at_induction}, held-out accuracy {scores['heldout_accuracy']:.3f}", flush=True)
+                break
     elapsed = time.time() - started
-    log.write(json.dumps({"done": True, "steps": args.steps, "elapsed_s": round(elapsed, 1),
+    log.write(json.dumps({"done": True, "steps": step, "elapsed_s": round(elapsed, 1),
                           "args": vars(args)}) + "\n")
     log.close()
-    write_model(out, model, tokenizer, {"step": step_offset + args.steps, "seed": args.seed})
+    write_model(out, model, tokenizer, {"step": step_offset + step, "seed": args.seed})
     plot_curve(log_path, out / "training_curve.png")
-    print(f"done: {args.steps} steps in {elapsed:.0f} s; wrote {out}", flush=True)
+    print(f"done: {step} steps in {elapsed:.0f} s; wrote {out}", flush=True)
     return 0
 
 

@@ -8,9 +8,10 @@
 - held-out accuracy >= 0.9 on 200 statements from a generator seed never trained on (batch
   run against a real server on loopback), and a head whose answer-position attention
   concentrates on the label rule's fields;
+- the induction detector's best head >= 0.5, well above a random-weight model of the same
+  shape (`make-tiny-model` with its shape);
 - (expected to fail for the shipped organism, strict xfail) greedy continuation of the second
-  half of repeated random sequences >= 0.9, and the induction detector's best head >= 0.5,
-  well above a random-weight model of the same shape (`make-tiny-model` with its shape).
+  half of repeated random sequences >= 0.9.
 """
 
 import importlib.util
@@ -130,18 +131,16 @@ def test_the_best_label_field_head_attends_to_the_label_fields(study_result):
     assert top["label_line"] > 5 * top["other_line"] and top["label_line"] > 0.1, top
 
 
-# The shipped organism's induction heads did not form within the training this session could
-# run (see config/organism/MODEL_CARD.md, "Not achieved"); strict, so the test fails (and must
-# be turned back into a plain test) as soon as a retrained organism passes.
-INDUCTION_NOT_FORMED = pytest.mark.xfail(strict=True, reason="organism's induction heads did not form in training")
-
-
-@INDUCTION_NOT_FORMED
+# The shipped organism copies 98% of second-repeat tokens given the true prefix, but a greedy
+# continuation derails at its first wrong token (often the first one, or at a token that
+# occurs twice in the first half), so it continues the study's 10 sequences only ~65% correctly
+# (see config/organism/MODEL_CARD.md, "Not achieved"); strict, so the test fails (and must be
+# turned back into a plain test) as soon as a retrained organism passes.
+@pytest.mark.xfail(strict=True, reason="organism's greedy continuation derails at its first wrong token")
 def test_second_half_of_a_repeated_sequence_is_continued(study_result):
     assert study_result["induction"]["continuation_accuracy"] >= 0.9, study_result["induction"]
 
 
-@INDUCTION_NOT_FORMED
 def test_induction_detector_far_above_random_weights_of_the_same_shape(organism_server, study_result, tmp_path):
     cli = binary(client_conftest.cli_binary())
     config = json.loads((ORGANISM / "config.json").read_text())
