@@ -1,4 +1,5 @@
 // attnscope render-chat --tokenizer DIR --messages FILE.json [--no-generation-prompt]
+//                       [--template-date 2025-01-15T09:30]
 // Prints the prompt that the model's chat template renders for the messages. The file is read
 // as `capture --chat` reads it, and the generation prompt is added by default, as there.
 #include <iostream>
@@ -17,6 +18,7 @@ int RunRenderChat(const std::vector<std::string>& args) {
   Flags flags(args, {"add-generation-prompt", "no-generation-prompt"});
   const std::string dir = flags.Get("tokenizer");
   const std::string messages_path = flags.Get("messages");
+  const std::string template_date = flags.Get("template-date");
   flags.Has("add-generation-prompt");
   const bool add_generation_prompt = !flags.Has("no-generation-prompt");
   if (!flags.error().empty()) return Fail(kName, flags.error());
@@ -26,17 +28,22 @@ int RunRenderChat(const std::vector<std::string>& args) {
   if (dir.empty() || messages_path.empty()) {
     return Fail(kName,
                 "usage: attnscope render-chat --tokenizer DIR --messages FILE.json "
-                "[--no-generation-prompt]");
+                "[--no-generation-prompt] [--template-date 2025-01-15T09:30]");
   }
-  absl::StatusOr<std::vector<ChatMessage>> messages = ReadChatFile("--messages", messages_path);
-  if (!messages.ok()) return Fail(kName, std::string(messages.status().message()));
+  absl::StatusOr<PromptInput> input = ReadChatFile("--messages", messages_path);
+  if (!input.ok()) return Fail(kName, std::string(input.status().message()));
+  input->add_generation_prompt = add_generation_prompt;
+  if (!template_date.empty()) {
+    absl::StatusOr<std::tm> date = ParseTemplateDate(template_date);
+    if (!date.ok()) return Fail(kName, "--template-date: " + std::string(date.status().message()));
+    input->template_date = template_date;
+  }
   auto config = LoadChatTemplateConfig(dir);
   if (!config.ok()) return Fail(kName, std::string(config.status().message()));
   if (!config->chat_template) {
     return Fail(kName, dir + "/tokenizer_config.json has no chat_template");
   }
-  auto rendered = config->chat_template->Render(*messages, add_generation_prompt, config->bos_token,
-                                                config->eos_token);
+  auto rendered = RenderChat(*input, *config, nullptr);
   if (!rendered.ok()) return Fail(kName, std::string(rendered.status().message()));
   std::cout << *rendered;
   std::cout.flush();

@@ -64,36 +64,17 @@ absl::Status ParseGenerationFlags(Flags& flags, session::GenerationSpec* spec) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<ChatMessage>> ReadChatFile(const std::string& flag,
-                                                      const std::string& path) {
+absl::StatusOr<PromptInput> ReadChatFile(const std::string& flag, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot open ", path));
   std::stringstream text;
   text << in.rdbuf();
-  std::vector<ChatMessage> messages;
-  try {
-    nlohmann::json root = nlohmann::json::parse(text.str());
-    if (root.is_object() && root.contains("messages")) root = root["messages"];
-    if (!root.is_array()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          flag, " ", path, ": expected a JSON list of {role, content} or {\"messages\": [...]}"));
-    }
-    for (size_t i = 0; i < root.size(); ++i) {
-      const nlohmann::json& m = root[i];
-      if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
-          !m["role"].is_string() || !m["content"].is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            flag, " ", path, ": message ", i, " must be {\"role\": str, \"content\": str}"));
-      }
-      messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": bad JSON: ", e.what()));
-  }
-  if (messages.empty()) {
+  absl::StatusOr<PromptInput> input = ParseChatJson(text.str(), absl::StrCat(flag, " ", path));
+  if (!input.ok()) return input.status();
+  if (input->messages.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": has no messages"));
   }
-  return messages;
+  return input;
 }
 
 absl::StatusOr<PromptInput> ParseInputFlags(Flags& flags) {
@@ -113,10 +94,15 @@ absl::StatusOr<PromptInput> ParseInputFlags(Flags& flags) {
     input.kind = PromptInput::Kind::kText;
     input.text = flags.Get("text");
   } else {
-    input.kind = PromptInput::Kind::kChat;
-    absl::StatusOr<std::vector<ChatMessage>> messages = ReadChatFile("--chat", flags.Get("chat"));
-    if (!messages.ok()) return messages.status();
-    input.messages = *std::move(messages);
+    absl::StatusOr<PromptInput> chat = ReadChatFile("--chat", flags.Get("chat"));
+    if (!chat.ok()) return chat.status();
+    input = *std::move(chat);
+  }
+  if (flags.Has("template-date")) {
+    input.template_date = flags.Get("template-date");
+    absl::StatusOr<std::tm> date = ParseTemplateDate(input.template_date);
+    if (!date.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--template-date: ", date.status().message()));
   }
   input.add_generation_prompt = !flags.Has("no-generation-prompt");
   input.parse_special_tokens = !flags.Has("no-special");

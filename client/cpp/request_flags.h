@@ -5,6 +5,8 @@
 //
 //   input (exactly one):  --ids 1,2,3 | --text "..." | --chat FILE.json
 //                         --no-special (text is plain text) --no-generation-prompt (chat)
+//                         --template-date 2025-01-15T09:30 (what the chat template's
+//                         strftime_now() sees; default: the clock now; recorded in the capture)
 //   generation:           --max-new-tokens N (default 32; 0: prompt only) --ignore-eos
 //                         --greedy | --temperature X --top-p X --top-k N --seed N
 //                         --repetition-penalty X --stop a,b --save-logits (local capture)
@@ -16,8 +18,11 @@
 //                         --per-head --term-submatrix --beginning-k N --self-threshold X
 //                         --focused-entropy X   (0 or absent: the analyzer's default)
 //
-// The --chat file is JSON: either a list of {"role": str, "content": str} objects or an
-// object {"messages": [...]} holding that list (what `render-chat --messages` reads too).
+// The --chat file is JSON in Hugging Face's chat form (what `render-chat --messages` reads
+// too): a list of messages, or {"messages": [...], "tools": [...], "documents": [...], and any
+// other key as an extra template variable, e.g. "enable_thinking": false}. A message needs a
+// string "role"; "content" may be a string, null or a list of parts; every other field
+// (tool_calls with dict arguments, tool_call_id, name, ...) reaches the template unchanged.
 #pragma once
 
 #include <string>
@@ -38,8 +43,7 @@ inline const std::vector<std::string> kRequestSwitches = {
     "per-head",   "term-submatrix", "help"};
 
 // Reads a --chat file (format above). `flag` names the flag in errors ("--chat").
-absl::StatusOr<std::vector<ChatMessage>> ReadChatFile(const std::string& flag,
-                                                      const std::string& path);
+absl::StatusOr<PromptInput> ReadChatFile(const std::string& flag, const std::string& path);
 
 // --ids | --text | --chat with --no-special and --no-generation-prompt.
 absl::StatusOr<PromptInput> ParseInputFlags(Flags& flags);

@@ -167,6 +167,7 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
   meta["dtype"] = CaptureDTypeName(spec_.dtype);
   meta["model"] = metadata.model;
   meta["stop_reason"] = metadata.stop_reason;
+  if (!metadata.template_date.empty()) meta["template_date"] = metadata.template_date;
   if (!metadata.tokens.empty()) {
     meta["tokens"] = nlohmann::json(metadata.tokens)
                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

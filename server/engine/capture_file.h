@@ -30,6 +30,7 @@ struct CaptureMetadata {
   std::string model;                // folder name + config hash
   std::string stop_reason;
   std::string generated_text;  // empty without a tokenizer
+  std::string template_date;   // what the chat template's strftime_now() saw; "" if unused
 };
 
 class CaptureAssembler {

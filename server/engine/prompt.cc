@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 
 namespace attnscope {
 
@@ -62,8 +63,7 @@ absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input,
         }
       }
     }
-    auto rendered = tools.chat->chat_template->Render(input.messages, input.add_generation_prompt,
-                                                      tools.chat->bos_token, tools.chat->eos_token);
+    auto rendered = RenderChat(input, *tools.chat, &prompt.template_date);
     if (!rendered.ok()) return rendered.status();
     prompt.text = *rendered;
   } else {
@@ -78,6 +78,98 @@ absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input,
   prompt.tokens = std::move(encoding->tokens);
   prompt.spans = std::move(encoding->spans);
   return prompt;
+}
+
+absl::StatusOr<std::string> RenderChat(const PromptInput& input, const ChatTemplateConfig& chat,
+                                       std::string* date_used) {
+  if (!chat.chat_template) {
+    return absl::FailedPreconditionError(
+        "messages: the model folder has no chat_template in tokenizer_config.json; send text");
+  }
+  ChatTemplateArgs args;
+  args.messages_json =
+      input.messages_json.empty() ? ChatMessagesJson(input.messages) : input.messages_json;
+  args.tools_json = input.tools_json;
+  args.documents_json = input.documents_json;
+  args.kwargs_json = input.template_kwargs_json;
+  args.add_generation_prompt = input.add_generation_prompt;
+  args.date = input.template_date.empty() ? CurrentTemplateDate() : input.template_date;
+  bool clock_read = false;
+  auto rendered = chat.chat_template->Render(args, chat.special_tokens, &clock_read);
+  // Only a template that called strftime_now() depends on the date, so only then is it part
+  // of the prompt's provenance (a capture stays reproducible byte for byte otherwise).
+  if (date_used != nullptr) *date_used = clock_read ? args.date : "";
+  return rendered;
+}
+
+absl::StatusOr<PromptInput> ParseChatJson(const std::string& text, const std::string& what) {
+  PromptInput input;
+  input.kind = PromptInput::Kind::kChat;
+  try {
+    // The depth bound keeps a hostile file from exhausting the stack (jinja::kMaxJsonDepth).
+    bool too_deep = false;
+    nlohmann::ordered_json::parser_callback_t limit =
+        [&](int depth, nlohmann::ordered_json::parse_event_t, nlohmann::ordered_json&) {
+          if (depth > 64) too_deep = true;
+          return !too_deep;
+        };
+    nlohmann::ordered_json root = nlohmann::ordered_json::parse(text, limit);
+    if (too_deep) return absl::InvalidArgumentError(what + ": JSON nested deeper than 64 levels");
+    nlohmann::ordered_json messages = root;
+    if (root.is_object()) {
+      if (!root.contains("messages")) {
+        return absl::InvalidArgumentError(what + ": a JSON object needs a \"messages\" list");
+      }
+      messages = root["messages"];
+      nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
+      for (auto it = root.begin(); it != root.end(); ++it) {
+        if (it.key() == "messages") continue;
+        if (it.key() == "tools" || it.key() == "documents") {
+          if (it.value().is_null()) continue;
+          if (!it.value().is_array()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(what, ": \"", it.key(), "\" must be a list"));
+          }
+          (it.key() == "tools" ? input.tools_json : input.documents_json) = it.value().dump();
+          continue;
+        }
+        kwargs[it.key()] = it.value();
+      }
+      if (!kwargs.empty()) input.template_kwargs_json = kwargs.dump();
+    }
+    if (!messages.is_array()) {
+      return absl::InvalidArgumentError(
+          what + ": expected a JSON list of messages or {\"messages\": [...], \"tools\": [...]}");
+    }
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const auto& m = messages[i];
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": message ", i, " must be an object with a string \"role\""));
+      }
+      std::string content;
+      if (m.contains("content")) {
+        const auto& c = m["content"];
+        if (c.is_string()) {
+          content = c.get<std::string>();
+        } else if (c.is_array()) {
+          for (const auto& part : c) {
+            if (part.is_object() && part.contains("text") && part["text"].is_string()) {
+              content += part["text"].get<std::string>();
+            }
+          }
+        } else if (!c.is_null()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              what, ": message ", i, " content must be a string, null or a list of parts"));
+        }
+      }
+      input.messages.push_back({m["role"].get<std::string>(), content});
+    }
+    input.messages_json = messages.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": bad JSON: ", e.what()));
+  }
+  return input;
 }
 
 std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids,

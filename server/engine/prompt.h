@@ -29,7 +29,14 @@ struct PromptInput {
   enum class Kind { kIds, kText, kChat } kind = Kind::kIds;
   std::vector<int64_t> ids;
   std::string text;
-  std::vector<ChatMessage> messages;
+  std::vector<ChatMessage> messages;  // role and the text of each turn
+  // Chat in Hugging Face's form, as JSON text; when messages_json is set it is what the
+  // template sees (every field of every message), and `messages` only mirrors roles and text.
+  std::string messages_json;
+  std::string tools_json;             // JSON array of tool schemas; empty: tools is None
+  std::string documents_json;         // JSON array; empty: documents is None
+  std::string template_kwargs_json;   // JSON object of extra template variables
+  std::string template_date;          // what strftime_now() sees; empty: the clock now
   bool add_generation_prompt = true;  // chat only
   bool parse_special_tokens = true;   // false: "<|im_start|>" in text is plain text
 };
@@ -39,7 +46,23 @@ struct PreparedPrompt {
   std::vector<std::string> tokens;                 // display strings; empty without a tokenizer
   std::vector<std::pair<int64_t, int64_t>> spans;  // byte spans in `text`; empty for ids input
   std::string text;                                // the text that was tokenized (rendered chat)
+  // Chat: the moment the template's strftime_now() saw; empty when it never called it.
+  std::string template_date;
 };
+
+// Renders a chat input with the model's template as transformers would (special tokens of
+// tokenizer_config.json, tools, documents, extra keywords); *date_used gets the moment
+// strftime_now() saw (the input's template_date, or the clock now), or "" when the template
+// never called it.
+absl::StatusOr<std::string> RenderChat(const PromptInput& input, const ChatTemplateConfig& chat,
+                                       std::string* date_used);
+
+// Reads a chat from JSON text: a list of messages, or {"messages": [...], "tools": [...],
+// "documents": [...], other keys: extra template variables} as Hugging Face's
+// apply_chat_template takes them. Each message needs a string "role"; "content" may be a
+// string, null, absent or a list of parts; every other field is kept. `what` names the source
+// in errors.
+absl::StatusOr<PromptInput> ParseChatJson(const std::string& text, const std::string& what);
 
 // Errors: FailedPrecondition when text/chat input meets a model without tokenizer or template.
 absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const ModelTextTools& tools);

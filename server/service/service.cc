@@ -435,6 +435,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
       span->set_end(static_cast<int32_t>(end));
     }
     header->set_prompt_text(p.prompt.text);
+    header->set_template_date(p.prompt.template_date);
     FillModelInfo(header->mutable_model());
     v1::ResolvedCapture* capture = header->mutable_capture();
     for (int layer : p.capture.layers) capture->add_layers(layer);

@@ -29,6 +29,11 @@ void InputToProto(const PromptInput& input, Proto* proto) {
         out->set_content(message.content);
       }
       messages->set_no_generation_prompt(!input.add_generation_prompt);
+      messages->set_messages_json(input.messages_json);
+      messages->set_tools_json(input.tools_json);
+      messages->set_documents_json(input.documents_json);
+      messages->set_template_kwargs_json(input.template_kwargs_json);
+      messages->set_template_date(input.template_date);
       break;
     }
     case PromptInput::Kind::kIds:
@@ -52,6 +57,11 @@ std::optional<PromptInput> InputFromProto(const Proto& proto) {
         input.messages.push_back({m.role(), m.content()});
       }
       input.add_generation_prompt = !proto.messages().no_generation_prompt();
+      input.messages_json = proto.messages().messages_json();
+      input.tools_json = proto.messages().tools_json();
+      input.documents_json = proto.messages().documents_json();
+      input.template_kwargs_json = proto.messages().template_kwargs_json();
+      input.template_date = proto.messages().template_date();
       break;
     case Proto::kIds:
       input.kind = PromptInput::Kind::kIds;

@@ -91,6 +91,7 @@ absl::StatusOr<CaptureOutcome> RunCapture(const LoadedModel& model,
   metadata.prompt_length = outcome.result.prompt_length;
   metadata.model = model.label();
   metadata.stop_reason = outcome.result.stop_reason;
+  metadata.template_date = prepared.prompt.template_date;
   if (model.tokenizer() != nullptr) {
     metadata.tokens = TokenStrings(outcome.result.token_ids, model.tools);
     metadata.generated_text = outcome.generated_text;

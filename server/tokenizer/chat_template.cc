@@ -111,7 +111,8 @@ ChatTemplate ChatTemplate::CompileOrDefer(const std::string& source) {
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const ChatTemplateArgs& args,
-                                                 const SpecialTokens& special_tokens) const {
+                                                 const SpecialTokens& special_tokens,
+                                                 bool* clock_read) const {
   if (!compile_status_.ok()) return compile_status_;
   if (!program_) return absl::FailedPreconditionError("chat template was never compiled");
   std::vector<std::pair<std::string, jinja::Value>> globals;
@@ -149,6 +150,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(const ChatTemplateArgs& args,
   }
   globals.emplace_back("add_generation_prompt", jinja::Value::Bool(args.add_generation_prompt));
   jinja::RenderOptions options;
+  options.clock_read = clock_read;
+  if (clock_read != nullptr) *clock_read = false;
   if (args.date.empty()) {
     const time_t now = std::time(nullptr);
     localtime_r(&now, &options.now);

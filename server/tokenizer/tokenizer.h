@@ -101,8 +101,10 @@ class ChatTemplate {
   static ChatTemplate CompileOrDefer(const std::string& source);
 
   // raise_exception(msg) in the template -> FailedPrecondition "chat template raised: msg".
+  // *clock_read (when given) tells whether the template called strftime_now().
   absl::StatusOr<std::string> Render(const ChatTemplateArgs& args,
-                                     const SpecialTokens& special_tokens) const;
+                                     const SpecialTokens& special_tokens,
+                                     bool* clock_read = nullptr) const;
   // Messages with string content only; bos/eos passed when non-empty.
   absl::StatusOr<std::string> Render(const std::vector<ChatMessage>& messages,
                                      bool add_generation_prompt, const std::string& bos_token,

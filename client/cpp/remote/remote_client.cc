@@ -224,6 +224,7 @@ CaptureMetadata CaptureStreamReceiver::Metadata() const {
   CaptureMetadata metadata;
   metadata.prompt_length = header_->prompt_ids_size();
   metadata.model = absl::StrCat(header_->model().name(), " ", header_->model().config_sha256());
+  metadata.template_date = header_->template_date();
   if (final_) {
     metadata.stop_reason = final_->stop_reason();
     metadata.generated_text = final_->generated_text();

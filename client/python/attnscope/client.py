@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,16 +37,42 @@ def _message_to_dict(message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)
 
 
-def _set_input(request, text, messages, ids, add_generation_prompt=True) -> None:
+def _set_input(request, text, messages, ids, add_generation_prompt=True, tools=None,
+               documents=None, template_kwargs=None, template_date=None) -> None:
     given = [name for name, value in (("text", text), ("messages", messages), ("ids", ids)) if value is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of text=, messages=, ids= (got {given or 'none'})")
+    chat_only = [name for name, value in (("tools", tools), ("documents", documents),
+                                          ("template_kwargs", template_kwargs),
+                                          ("template_date", template_date)) if value is not None]
+    if chat_only and messages is None:
+        raise ValueError(f"{', '.join(chat_only)} need messages=")
     if text is not None:
         request.text = text
     elif messages is not None:
+        whole = []
         for message in messages:
-            role, content = (message["role"], message["content"]) if isinstance(message, dict) else message
-            request.messages.messages.add(role=role, content=content)
+            if isinstance(message, dict):
+                whole.append(message)
+                content = message.get("content")
+                if isinstance(content, list):  # a list of parts: its text parts
+                    content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                request.messages.messages.add(role=message["role"], content=content or "")
+            else:
+                role, content = message
+                whole.append({"role": role, "content": content})
+                request.messages.messages.add(role=role, content=content)
+        # The template sees each message whole (tool_calls, tool_call_id, name, ...), as
+        # transformers' apply_chat_template passes them.
+        request.messages.messages_json = json.dumps(whole, ensure_ascii=False)
+        if tools is not None:
+            request.messages.tools_json = json.dumps(list(tools), ensure_ascii=False)
+        if documents is not None:
+            request.messages.documents_json = json.dumps(list(documents), ensure_ascii=False)
+        if template_kwargs:
+            request.messages.template_kwargs_json = json.dumps(dict(template_kwargs), ensure_ascii=False)
+        if template_date is not None:
+            request.messages.template_date = str(template_date)
         request.messages.no_generation_prompt = not add_generation_prompt
     else:
         request.ids.ids.extend(int(i) for i in ids)
@@ -187,17 +214,24 @@ class Client:
                  capture: bool = True, plain_text: bool = False, add_generation_prompt: bool = True,
                  on_token: Optional[Callable] = None, progress: bool = True,
                  client_tag: str = "", interventions: Sequence[dict] = (),
-                 patch_source=None) -> Capture:
+                 patch_source=None, tools: Optional[Sequence[dict]] = None,
+                 documents: Optional[Sequence[dict]] = None,
+                 template_kwargs: Optional[dict] = None,
+                 template_date: Optional[str] = None) -> Capture:
         """Generates and returns the Capture (attention of `layers` x `heads`, all by default).
 
         on_token(event) is called for every generated token (event.id, .position, .text, .token).
         rows: "all", "prompt" or "generated". plain_text: special-token spellings in `text` are
         ordinary text. Raises AttnScopeError on a server error, IncompleteStreamError when the
         stream is cut short or fails verification. interventions: attnscope.interventions
-        ablate/knockout/patch items; patch_source: text, or a list of ids, for the patches.
+        ablate/knockout/patch items; patch_source: text, or a list of ids, for the patches. With
+        messages=: tools=[...] (tool schemas), documents=, template_kwargs={"enable_thinking":
+        False, ...} and template_date="2025-01-15T09:30" (what the template's strftime_now()
+        sees) reach the chat template as transformers' apply_chat_template passes them.
         """
         request = pb2.GenerateRequest(client_tag=client_tag)
-        _set_input(request, text, messages, ids, add_generation_prompt)
+        _set_input(request, text, messages, ids, add_generation_prompt, tools, documents,
+                   template_kwargs, template_date)
         request.plain_text = plain_text
         _set_interventions(request.interventions, interventions, patch_source, plain_text)
         _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k, seed,
@@ -235,7 +269,10 @@ class Client:
                 induction_probe: Optional[tuple] = None, include_term_submatrix: bool = False,
                 plain_text: bool = False, add_generation_prompt: bool = True,
                 client_tag: str = "", interventions: Sequence[dict] = (),
-                patch_source=None) -> HeadReport:
+                patch_source=None, tools: Optional[Sequence[dict]] = None,
+                documents: Optional[Sequence[dict]] = None,
+                template_kwargs: Optional[dict] = None,
+                template_date: Optional[str] = None) -> HeadReport:
         """Runs AnalyzeHeads: per-layer and per-head metrics computed inside the server.
 
         top_k is the number of keys listed per query (the sampling top-k is top_k_sampling).
@@ -243,7 +280,8 @@ class Client:
         """
         request = pb2.AnalyzeRequest(client_tag=client_tag)
         if induction_probe is None or any(v is not None for v in (text, messages, ids)):
-            _set_input(request, text, messages, ids, add_generation_prompt)
+            _set_input(request, text, messages, ids, add_generation_prompt, tools, documents,
+                       template_kwargs, template_date)
         request.plain_text = plain_text
         _set_interventions(request.interventions, interventions, patch_source, plain_text)
         _set_generation(request.generation, max_new_tokens, greedy, temperature, top_p, top_k_sampling,
@@ -269,9 +307,13 @@ class Client:
 
     def tokenize(self, text: Optional[str] = None, messages: Optional[Messages] = None,
                  ids: Optional[Sequence[int]] = None, *, plain_text: bool = False,
-                 add_generation_prompt: bool = True) -> Tokenization:
+                 add_generation_prompt: bool = True, tools: Optional[Sequence[dict]] = None,
+                 documents: Optional[Sequence[dict]] = None,
+                 template_kwargs: Optional[dict] = None,
+                 template_date: Optional[str] = None) -> Tokenization:
         request = pb2.TokenizeRequest()
-        _set_input(request, text, messages, ids, add_generation_prompt)
+        _set_input(request, text, messages, ids, add_generation_prompt, tools, documents,
+                   template_kwargs, template_date)
         request.plain_text = plain_text
         response = self._call(self._stub.Tokenize, request)
         return Tokenization(ids=list(response.ids), tokens=list(response.tokens),

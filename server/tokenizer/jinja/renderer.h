@@ -18,7 +18,8 @@ struct RenderOptions {
   size_t max_output_bytes = 64u << 20;
   int64_t max_loop_iterations = 1 << 22;
   int max_call_depth = 100;
-  std::tm now{};  // what strftime_now() formats (transformers: the local clock)
+  std::tm now{};               // what strftime_now() formats (transformers: the local clock)
+  bool* clock_read = nullptr;  // set to true when the template calls strftime_now()
 };
 
 class Renderer {

@@ -276,6 +276,7 @@ std::vector<std::pair<std::string, Value>> Globals() {
         }
         char buffer[1024];
         const std::tm now = r.options().now;
+        if (r.options().clock_read != nullptr) *r.options().clock_read = true;
         const size_t n = format->str().size() > 256
                              ? 0
                              : std::strftime(buffer, sizeof(buffer), format->str().c_str(), &now);
