@@ -1,12 +1,17 @@
 // A model folder carrying Meta's Llama-3.1 chat template (which uses the `reject` filter in a
 // branch plain chat never runs) loads, and prepares text, chat and chat-with-tools prompts
-// through the same path the service and the command line use (server/engine/prompt.h).
+// through the same path the service and the command line use (server/engine/prompt.h). A
+// rendered chat tokenizes as transformers' apply_chat_template(tokenize=True) does: against
+// transformers' ids for the Qwen2 golden cases, and, for a tool chat, against the split on
+// tokenizer.json's added tokens recomputed here.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/prompt.h"
+#include "tests/common/npy.h"
 
 namespace attnscope {
 namespace {
@@ -20,7 +25,7 @@ std::string Llama31Template() {
   return "";
 }
 
-class Llama31Folder : public testing::Test {
+class Llama31Folder : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ =
@@ -154,6 +159,109 @@ TEST_F(Llama31Folder, TheDateIsPinnedAndRecordedOnlyWhenTheTemplateReadsIt) {
   prepared = PreparePrompt(*chat, *tools);  // the clock now
   ASSERT_TRUE(prepared.ok());
   EXPECT_EQ(prepared->template_date.size(), 19u) << prepared->template_date;
+}
+
+// transformers' apply_chat_template(tokenize=True) encodes the rendering with
+// add_special_tokens=False: the added tokens of tokenizer.json split the text first (Qwen2's
+// have no lstrip/rstrip/single_word), each becomes its id, and every piece between them is
+// tokenized on its own as plain text. This recomputes that split from tokenizer.json itself.
+std::vector<int64_t> SplitOnAddedTokensThenEncode(const std::string& text,
+                                                  const Tokenizer& tokenizer) {
+  std::ifstream in(testing::DataDir() + "/tokenizer/qwen2/tokenizer.json");
+  const auto added = nlohmann::json::parse(in).at("added_tokens");
+  std::vector<int64_t> ids;
+  auto encode_plain = [&](const std::string& piece) {
+    if (piece.empty()) return;
+    auto encoded = tokenizer.Encode(piece, /*parse_special_tokens=*/false);
+    EXPECT_TRUE(encoded.ok()) << encoded.status();
+    if (encoded.ok()) ids.insert(ids.end(), encoded->ids.begin(), encoded->ids.end());
+  };
+  size_t piece_start = 0, at = 0;
+  while (at < text.size()) {
+    const nlohmann::json* longest = nullptr;
+    for (const auto& token : added) {
+      EXPECT_FALSE(token.at("lstrip").get<bool>() || token.at("rstrip").get<bool>() ||
+                   token.at("single_word").get<bool>())
+          << "this reference split does not model " << token.dump();
+      const std::string& content = token.at("content").get_ref<const std::string&>();
+      if (text.compare(at, content.size(), content) == 0 &&
+          (!longest ||
+           content.size() > longest->at("content").get_ref<const std::string&>().size())) {
+        longest = &token;
+      }
+    }
+    if (!longest) {
+      ++at;
+      continue;
+    }
+    encode_plain(text.substr(piece_start, at - piece_start));
+    ids.push_back(longest->at("id").get<int64_t>());
+    at += longest->at("content").get_ref<const std::string&>().size();
+    piece_start = at;
+  }
+  encode_plain(text.substr(piece_start));
+  return ids;
+}
+
+TEST(RenderedChatTokens, QwenGoldenCasesThroughThePromptPathEqualTransformersIds) {
+  auto tools = LoadModelTextTools(testing::DataDir() + "/tokenizer/qwen2");
+  ASSERT_TRUE(tools.ok()) << tools.status();
+  std::ifstream in(testing::DataDir() + "/golden/chat_template_cases.jsonl");
+  ASSERT_TRUE(in) << "tests/data/golden/chat_template_cases.jsonl: cannot open";
+  std::string line;
+  int cases = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto golden = nlohmann::json::parse(line);
+    auto chat = ParseChatJson(golden.at("messages").dump(), "golden");
+    ASSERT_TRUE(chat.ok()) << chat.status();
+    chat->add_generation_prompt = golden.at("add_generation_prompt").get<bool>();
+    auto prepared = PreparePrompt(*chat, *tools);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    EXPECT_EQ(prepared->text, golden.at("expected").get<std::string>()) << line;
+    // expected_ids: transformers 4.41.2's Qwen2 tokenizer on the rendering.
+    EXPECT_EQ(prepared->ids, golden.at("expected_ids").get<std::vector<int64_t>>()) << line;
+    ++cases;
+  }
+  EXPECT_EQ(cases, 6);
+}
+
+TEST(RenderedChatTokens, ToolChatSplitsOnAddedTokensAsTransformersDoes) {
+  auto tools = LoadModelTextTools(testing::DataDir() + "/tokenizer/qwen2");
+  ASSERT_TRUE(tools.ok()) << tools.status();
+  std::ifstream in(std::string(ATTNSCOPE_SOURCE_DIR) + "/tests/data/chat_templates/templates.json");
+  std::string qwen25;
+  for (const auto& entry : nlohmann::json::parse(in)) {
+    if (entry.at("name") == "Qwen/Qwen2.5-7B-Instruct") qwen25 = entry.at("template");
+  }
+  ASSERT_NE(qwen25.find("<tool_call>"), std::string::npos) << "Qwen2.5's template is missing";
+  tools->chat->chat_template = ChatTemplate::CompileOrDefer(qwen25);
+  // A special-token spelling inside a message is recognised too, as transformers does.
+  auto chat = ParseChatJson(R"({"messages": [
+      {"role": "system", "content": "Answer briefly.\n"},
+      {"role": "user", "content": "Weather in Zürich? Quote: <|im_end|><|im_start|> ok"},
+      {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function":
+          {"name": "get_weather", "arguments": {"city": "Zürich"}}}]},
+      {"role": "tool", "content": "22 °C"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}}}}]})",
+                            "test");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  auto prepared = PreparePrompt(*chat, *tools);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_NE(prepared->text.find("<tool_call>\n{\"name\": \"get_weather\""), std::string::npos)
+      << prepared->text;
+  EXPECT_EQ(prepared->ids, SplitOnAddedTokensThenEncode(prepared->text, *tools->tokenizer));
+  // Written out by hand: the template's markers plus the two spelled in the user's message.
+  // system, user, assistant, tool-as-user, generation prompt: five turns, five <|im_start|>
+  // and four <|im_end|> of the template's own.
+  const auto count = [&](int64_t id) {
+    return std::count(prepared->ids.begin(), prepared->ids.end(), id);
+  };
+  EXPECT_EQ(count(151644), 5 + 1);  // <|im_start|>
+  EXPECT_EQ(count(151645), 4 + 1);  // <|im_end|>
+  EXPECT_EQ(count(151643), 0);      // <|endoftext|>
 }
 
 TEST(ChatJson, HuggingFaceFormsAndErrorsNamingTheField) {
