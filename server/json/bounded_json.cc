@@ -52,7 +52,8 @@ absl::StatusOr<nlohmann::json> ParseBoundedJson(std::string_view text, const std
   if (value.is_discarded()) {
     // Parse again for the message (nlohmann reports the position only through an exception).
     try {
-      (void)nlohmann::json::parse(text);
+      nlohmann::json unused = nlohmann::json::parse(text);
+      static_cast<void>(unused);
     } catch (const nlohmann::json::exception& error) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", error.what()));
     }
