@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "server/tokenizer/utf8_util.h"
 
 namespace attnscope::jinja {
 
@@ -63,24 +64,6 @@ size_t FindTagEnd(const std::string& src, size_t pos, const std::string& close) 
     }
   }
   return std::string::npos;
-}
-
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 // Python's unicode-escape decoding of a string literal body, as Jinja2 applies it.
@@ -142,7 +125,7 @@ absl::StatusOr<std::string> Unescape(const std::string& body) {
                                                    : std::tolower(h) - 'a' + 10);
         }
         if (cp > 0x10FFFF) return absl::InvalidArgumentError("escape beyond U+10FFFF");
-        AppendUtf8(cp, &out);
+        utf8::AppendCodePoint(static_cast<int32_t>(cp), &out);
         i += width;
         break;
       }
@@ -153,7 +136,7 @@ absl::StatusOr<std::string> Unescape(const std::string& body) {
                ++k) {
             cp = cp * 8 + static_cast<uint32_t>(body[++i] - '0');
           }
-          AppendUtf8(cp, &out);
+          utf8::AppendCodePoint(static_cast<int32_t>(cp), &out);
         } else {
           out.push_back('\\');
           out.push_back(e);
