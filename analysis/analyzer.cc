@@ -160,23 +160,62 @@ class StreamingAnalyzer::LayerAccumulator {
   const std::vector<int>& heads() const { return heads_; }
   int rows_seen() const { return next_row_; }
 
-  absl::Status AddRows(const AttentionRows& rows) {
-    if (rows.first_row != next_row_) {
+  // Rows [first_row, first_row + num_rows) may come next, with key_length keys.
+  absl::Status CheckNext(int first_row, int num_rows, int key_length) const {
+    if (first_row != next_row_) {
       return absl::InvalidArgumentError(absl::StrCat("analysis: layer ", layer_, " rows start at ",
-                                                     rows.first_row,
-                                                     " but the next expected row is ", next_row_));
+                                                     first_row, " but the next expected row is ",
+                                                     next_row_));
     }
-    const int end_row = rows.first_row + rows.num_rows;
-    if (rows.key_length < end_row) {
+    const int end_row = first_row + num_rows;
+    if (key_length < end_row) {
       return absl::InvalidArgumentError(
-          absl::StrCat("analysis: layer ", layer_, " rows [", rows.first_row, ", ", end_row,
-                       ") need at least ", end_row, " keys, got key_length ", rows.key_length));
+          absl::StrCat("analysis: layer ", layer_, " rows [", first_row, ", ", end_row,
+                       ") need at least ", end_row, " keys, got key_length ", key_length));
     }
     if (end_row > owner_->num_tokens()) {
       return absl::FailedPreconditionError(absl::StrCat("analysis: layer ", layer_, " row ",
                                                         end_row - 1, " arrived before its token (",
                                                         owner_->num_tokens(), " tokens known)"));
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddReducedRows(const ReducedRows& rows) {
+    const int end_row = rows.first_row + rows.num_rows;
+    if (auto status = CheckNext(rows.first_row, rows.num_rows, end_row); !status.ok()) {
+      return status;
+    }
+    if (rows.per_head.size() != heads_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("analysis: layer ", layer_,
+                                                     " reduced rows have ", rows.per_head.size(),
+                                                     " heads, expected ", heads_.size()));
+    }
+    for (size_t h = 0; h < heads_.size(); ++h) {
+      const ReducedHead& reduced = rows.per_head[h];
+      PerHead& head = per_head_[h];
+      head.all.Merge(reduced.all);
+      head.generated.Merge(reduced.generated);
+      head.duplicate_sum += reduced.duplicate_sum;
+      head.duplicate_rows += reduced.duplicate_rows;
+      head.induction_sum += reduced.induction_sum;
+      head.induction_rows += reduced.induction_rows;
+      head.term_values.insert(head.term_values.end(), reduced.term_values.begin(),
+                              reduced.term_values.end());
+      for (const auto& [position, values] : reduced.query_rows) head.query_rows[position] = values;
+    }
+    for (int row = std::max(rows.first_row, owner_->prompt_length_); row < end_row; ++row) {
+      generated_rows_.push_back(row);
+    }
+    next_row_ = end_row;
+    return absl::OkStatus();
+  }
+
+  absl::Status AddRows(const AttentionRows& rows) {
+    if (auto status = CheckNext(rows.first_row, rows.num_rows, rows.key_length); !status.ok()) {
+      return status;
+    }
+    const int end_row = rows.first_row + rows.num_rows;
     const AnalysisOptions& options = owner_->options_;
     const std::vector<int>& term_positions = owner_->term_positions_;
     for (int r = 0; r < rows.num_rows; ++r) {
@@ -327,18 +366,32 @@ absl::Status StreamingAnalyzer::AddRows(const AttentionRows& rows) {
                                                    rows.num_heads, " heads and ", rows.num_rows,
                                                    " rows; both must be positive with data"));
   }
-  std::vector<int> heads(rows.heads, rows.heads + rows.num_heads);
-  auto it = layers_.find(rows.layer);
+  auto layer = LayerFor(rows.layer, std::vector<int>(rows.heads, rows.heads + rows.num_heads));
+  if (!layer.ok()) return layer.status();
+  return (*layer)->AddRows(rows);
+}
+
+absl::Status StreamingAnalyzer::AddReducedRows(const ReducedRows& rows) {
+  if (rows.heads.empty() || rows.num_rows <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("analysis: layer ", rows.layer, " reduced rows have ", rows.heads.size(),
+                     " heads and ", rows.num_rows, " rows; both must be positive"));
+  }
+  auto layer = LayerFor(rows.layer, rows.heads);
+  if (!layer.ok()) return layer.status();
+  return (*layer)->AddReducedRows(rows);
+}
+
+absl::StatusOr<StreamingAnalyzer::LayerAccumulator*> StreamingAnalyzer::LayerFor(
+    int layer, const std::vector<int>& heads) {
+  auto it = layers_.find(layer);
   if (it == layers_.end()) {
-    it = layers_
-             .emplace(rows.layer,
-                      std::make_unique<LayerAccumulator>(this, rows.layer, std::move(heads)))
-             .first;
+    it = layers_.emplace(layer, std::make_unique<LayerAccumulator>(this, layer, heads)).first;
   } else if (it->second->heads() != heads) {
     return absl::InvalidArgumentError(
-        absl::StrCat("analysis: layer ", rows.layer, " changed its head list between blocks"));
+        absl::StrCat("analysis: layer ", layer, " changed its head list between blocks"));
   }
-  return it->second->AddRows(rows);
+  return it->second.get();
 }
 
 absl::StatusOr<HeadReport> StreamingAnalyzer::Finish(const std::string& generated_text) const {

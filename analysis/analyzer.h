@@ -62,6 +62,28 @@ struct AttentionRows {
   const float* data = nullptr;
 };
 
+// One layer's rows reduced elsewhere (the tensor reductions of
+// server/engine/tensor_reductions.h, run where the probabilities are), merged in place of
+// the rows themselves: what LayerAccumulator would have summed, per head.
+struct ReducedHead {
+  HeadSums all;              // every row
+  HeadSums generated;        // rows >= prompt length
+  double duplicate_sum = 0;  // mass on earlier same-id positions, over rows that have one
+  int duplicate_rows = 0;
+  double induction_sum = 0;  // A[i, i-n+1] over the probe's second repeat
+  int induction_rows = 0;
+  std::vector<float> term_values;                 // [generated rows, term positions]
+  std::map<int, std::vector<double>> query_rows;  // query position -> its keys 0..position
+};
+
+struct ReducedRows {
+  int layer = 0;
+  std::vector<int> heads;  // query-head indices
+  int first_row = 0;       // the rows [first_row, first_row + num_rows) were reduced
+  int num_rows = 0;
+  std::vector<ReducedHead> per_head;  // heads.size() entries
+};
+
 class StreamingAnalyzer {
  public:
   // `input.token_ids` is the prompt; prompt_length defaults to its size when 0.
@@ -73,14 +95,24 @@ class StreamingAnalyzer {
   // Rows of one layer. Per layer, rows must arrive in order without gaps starting at 0, the
   // head list must not change, and every row needs its token added first.
   absl::Status AddRows(const AttentionRows& rows);
+  // The same rows, already reduced (same ordering rules as AddRows).
+  absl::Status AddReducedRows(const ReducedRows& rows);
   // The report; every captured layer must have a row for every token.
   absl::StatusOr<HeadReport> Finish(const std::string& generated_text) const;
 
   int num_tokens() const { return static_cast<int>(ids_.size()); }
 
+  // What reductions run elsewhere need to know.
+  const AnalysisOptions& options() const { return options_; }
+  int prompt_length() const { return prompt_length_; }
+  const std::vector<int64_t>& ids() const { return ids_; }
+  const std::vector<int>& term_positions() const { return term_positions_; }
+  const std::vector<QueryPosition>& query_positions() const { return query_positions_; }
+
  private:
   class LayerAccumulator;
   void NoteQueryPosition(int position);
+  absl::StatusOr<LayerAccumulator*> LayerFor(int layer, const std::vector<int>& heads);
 
   AnalysisOptions options_;
   int prompt_length_ = 0;

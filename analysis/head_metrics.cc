@@ -85,17 +85,17 @@ void HeadMetricsAccumulator::AddRow(int row, const float* values, int key_length
   // beginning window past `used` are zeros too, so min() keeps it exact when T < k.
   const int used = std::min(key_length, row + 1);
   const int window = std::min(beginning_columns_, used);
-  ++rows_;
-  diagonal_sum_ += values[row];
+  ++sums_.rows;
+  sums_.diagonal += values[row];
   if (row >= 1) {
-    previous_sum_ += values[row - 1];
-    ++rows_with_previous_;
+    sums_.previous += values[row - 1];
+    ++sums_.rows_with_previous;
   }
-  below_diagonal_cells_ += row;
-  sink_sum_ += values[0];
+  sums_.below_diagonal_cells += row;
+  sums_.sink += values[0];
   // One pass over the row: this runs for every row of every head of every layer.
   double row_sum = 0, beginning = 0, entropy = 0;
-  double max_value = max_;
+  double max_value = sums_.max;
   for (int j = 0; j < used; ++j) {
     const double p = values[j];
     row_sum += p;
@@ -103,26 +103,41 @@ void HeadMetricsAccumulator::AddRow(int row, const float* values, int key_length
     if (p > 0) entropy -= p * std::log(p);
     if (p > max_value) max_value = p;
   }
-  causal_sum_ += row_sum - values[row];
-  entry_sum_ += row_sum;
-  beginning_sum_ += beginning;
-  entropy_sum_ += entropy;
-  max_ = max_value;
+  sums_.causal += row_sum - values[row];
+  sums_.entries += row_sum;
+  sums_.beginning += beginning;
+  sums_.entropy += entropy;
+  sums_.max = max_value;
+}
+
+void HeadMetricsAccumulator::Merge(const HeadSums& sums) {
+  sums_.rows += sums.rows;
+  sums_.rows_with_previous += sums.rows_with_previous;
+  sums_.below_diagonal_cells += sums.below_diagonal_cells;
+  sums_.diagonal += sums.diagonal;
+  sums_.previous += sums.previous;
+  sums_.causal += sums.causal;
+  sums_.entries += sums.entries;
+  sums_.beginning += sums.beginning;
+  sums_.sink += sums.sink;
+  sums_.entropy += sums.entropy;
+  sums_.max = std::max(sums_.max, sums.max);
 }
 
 std::optional<HeadMetrics> HeadMetricsAccumulator::Finish(int seq_length,
                                                           const HeadMetricsOptions& options) const {
-  if (rows_ == 0) return std::nullopt;
-  const double rows = static_cast<double>(rows_);
+  if (sums_.rows == 0) return std::nullopt;
+  const double rows = static_cast<double>(sums_.rows);
   const int window = std::min(options.beginning_columns, seq_length);
   HeadMetrics metrics;
-  metrics.diagonal = diagonal_sum_ / rows;
-  metrics.previous_token = rows_with_previous_ > 0 ? previous_sum_ / rows_with_previous_ : 0.0;
-  metrics.causal = below_diagonal_cells_ > 0 ? causal_sum_ / below_diagonal_cells_ : 0.0;
-  metrics.beginning = window > 0 ? beginning_sum_ / (rows * window) : 0.0;
-  metrics.sink = sink_sum_ / rows;
-  metrics.entropy = entropy_sum_ / rows;
-  metrics.max = max_;
+  metrics.diagonal = sums_.diagonal / rows;
+  metrics.previous_token =
+      sums_.rows_with_previous > 0 ? sums_.previous / sums_.rows_with_previous : 0.0;
+  metrics.causal = sums_.below_diagonal_cells > 0 ? sums_.causal / sums_.below_diagonal_cells : 0.0;
+  metrics.beginning = window > 0 ? sums_.beginning / (rows * window) : 0.0;
+  metrics.sink = sums_.sink / rows;
+  metrics.entropy = sums_.entropy / rows;
+  metrics.max = sums_.max;
   metrics.type = ClassifyHead(metrics, options);
   return metrics;
 }

@@ -59,6 +59,22 @@ LayerStats ComputeLayerStats(const float* data, int num_heads, int seq_length);
 // -sum_j p_j ln p_j over `count` entries, with 0 ln 0 = 0 (negative noise is skipped too).
 double RowEntropy(const float* row, int count);
 
+// The running sums behind HeadMetrics over some query rows of one head. Sums computed
+// elsewhere (the tensor reductions of server/engine/tensor_reductions.h) arrive in this form.
+struct HeadSums {
+  int64_t rows = 0;
+  int64_t rows_with_previous = 0;    // rows i >= 1
+  int64_t below_diagonal_cells = 0;  // sum of i over the rows
+  double diagonal = 0;               // sum of A[i,i]
+  double previous = 0;               // sum of A[i,i-1] over rows i >= 1
+  double causal = 0;                 // sum of A[i,j], j < i
+  double entries = 0;                // sum of every entry
+  double beginning = 0;              // sum of A[i, 0:min(k, i+1)]
+  double sink = 0;                   // sum of A[i,0]
+  double entropy = 0;                // sum of row entropies
+  double max = 0;                    // largest entry (0 when none)
+};
+
 // Running sums for one head, fed query rows in any order (each row once). Finish() needs
 // the final sequence length only for the "beginning" window when T < k.
 class HeadMetricsAccumulator {
@@ -69,29 +85,22 @@ class HeadMetricsAccumulator {
   // One query row `row` with `key_length` >= row + 1 entries (entries past the diagonal
   // are the causal zeros and are ignored).
   void AddRow(int row, const float* values, int key_length);
+  // Sums of rows reduced elsewhere (already restricted to rows >= row_begin).
+  void Merge(const HeadSums& sums);
   // nullopt when no row at or after row_begin arrived.
   std::optional<HeadMetrics> Finish(int seq_length, const HeadMetricsOptions& options) const;
 
   // Raw sums over the rows taken, for the per-layer statistics.
-  int64_t rows() const { return rows_; }
-  double entry_sum() const { return entry_sum_; }
-  double entropy_sum() const { return entropy_sum_; }
-  double max_entry() const { return max_; }
+  int64_t rows() const { return sums_.rows; }
+  double entry_sum() const { return sums_.entries; }
+  double entropy_sum() const { return sums_.entropy; }
+  double max_entry() const { return sums_.max; }
+  const HeadSums& sums() const { return sums_; }
 
  private:
   int row_begin_;
   int beginning_columns_;
-  int64_t rows_ = 0;
-  int64_t rows_with_previous_ = 0;
-  int64_t below_diagonal_cells_ = 0;
-  double diagonal_sum_ = 0;
-  double previous_sum_ = 0;
-  double causal_sum_ = 0;
-  double entry_sum_ = 0;
-  double beginning_sum_ = 0;
-  double sink_sum_ = 0;
-  double entropy_sum_ = 0;
-  double max_ = 0;
+  HeadSums sums_;
 };
 
 }  // namespace attnscope::analysis

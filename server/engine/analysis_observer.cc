@@ -33,12 +33,13 @@ absl::Status AnalysisObserver::OnStart(const std::vector<int64_t>& prompt_ids) {
   return absl::OkStatus();
 }
 
+absl::Status AnalysisObserver::EnsureStarted() {
+  // Engine::Forward may skip OnStart: the prompt is then the input's ids.
+  return analyzer_ ? absl::OkStatus() : OnStart(input_.token_ids);
+}
+
 absl::Status AnalysisObserver::OnAttention(const AttentionBlock& block) {
-  if (!analyzer_) {
-    // Engine::Forward may skip OnStart: the prompt is then the input's ids.
-    absl::Status started = OnStart(input_.token_ids);
-    if (!started.ok()) return started;
-  }
+  if (absl::Status started = EnsureStarted(); !started.ok()) return started;
   if (block.heads == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("analysis observer: layer ", block.layer, " block has no head list"));
@@ -55,10 +56,7 @@ absl::Status AnalysisObserver::OnAttention(const AttentionBlock& block) {
 }
 
 absl::Status AnalysisObserver::OnToken(int64_t token_id, int position) {
-  if (!analyzer_) {
-    absl::Status started = OnStart(input_.token_ids);
-    if (!started.ok()) return started;
-  }
+  if (absl::Status started = EnsureStarted(); !started.ok()) return started;
   if (position != analyzer_->num_tokens()) {
     return absl::InvalidArgumentError(absl::StrCat("analysis observer: token at position ",
                                                    position, " but ", analyzer_->num_tokens(),
@@ -68,8 +66,7 @@ absl::Status AnalysisObserver::OnToken(int64_t token_id, int position) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<analysis::HeadReport> AnalysisObserver::Finish(
-    const std::string& generated_text) const {
+absl::StatusOr<analysis::HeadReport> AnalysisObserver::Finish(const std::string& generated_text) {
   if (!analyzer_) return absl::FailedPreconditionError("analysis observer: nothing was analysed");
   return analyzer_->Finish(generated_text);
 }

@@ -34,7 +34,12 @@ class AnalysisObserver : public GenerationObserver {
   absl::Status OnToken(int64_t token_id, int position) override;
 
   // The report over everything seen; `generated_text` is the decoded continuation.
-  absl::StatusOr<analysis::HeadReport> Finish(const std::string& generated_text) const;
+  virtual absl::StatusOr<analysis::HeadReport> Finish(const std::string& generated_text);
+
+ protected:
+  // Starts the analyzer on the input's ids when OnStart was skipped (Engine::Forward).
+  absl::Status EnsureStarted();
+  analysis::StreamingAnalyzer* analyzer() { return analyzer_.get(); }
 
  private:
   std::string TokenString(int64_t id) const;

@@ -100,8 +100,13 @@ absl::Status CaptureAssembler::AddBytes(int layer, int first_row, int num_rows, 
 }
 
 absl::Status CaptureAssembler::AddFloats(const AttentionBlock& block) {
-  std::string converted;
   const size_t count = block.heads->size() * static_cast<size_t>(block.num_rows) * block.key_length;
+  if (block.wire_data != nullptr && block.wire_dtype == spec_.dtype) {
+    // Converted where the rows were computed: already the file's bytes.
+    return AddBytes(block.layer, block.first_row, block.num_rows, block.key_length, block.wire_data,
+                    count * CaptureDTypeSize(spec_.dtype));
+  }
+  std::string converted;
   ConvertFloats(block.data, count, spec_.dtype, &converted);
   return AddBytes(block.layer, block.first_row, block.num_rows, block.key_length, converted.data(),
                   converted.size());

@@ -45,7 +45,8 @@ class CaptureAssembler {
   // bad sizes, key_length > first_row + num_rows) name the offending field.
   absl::Status AddBytes(int layer, int first_row, int num_rows, int key_length, const void* data,
                         size_t size_bytes);
-  // Same from float32 (converted to spec().dtype); for engine blocks.
+  // Same from an engine block: its wire bytes when they are in spec().dtype, else its float32
+  // values converted.
   absl::Status AddFloats(const AttentionBlock& block);
 
   // Number of distinct query rows received for every layer; all equal when complete.
@@ -77,6 +78,7 @@ class CaptureFileObserver : public GenerationObserver {
   absl::Status OnAttention(const AttentionBlock& block) override {
     return assembler_.AddFloats(block);
   }
+  bool accepts_wire_rows() const override { return true; }
   CaptureAssembler& assembler() { return assembler_; }
 
  private:

@@ -3,8 +3,10 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "server/engine/device_attention.h"
 #include "server/engine/intervention_plan.h"
 #include "server/engine/sampler.h"
+#include "server/model/device_copy.h"
 #include "server/model/transformer.h"
 
 namespace attnscope {
@@ -17,50 +19,115 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Routes the transformer's per-layer probabilities to the observer as AttentionBlocks,
-// dropping rows outside the capture's row selection.
+at::ScalarType WireScalarType(CaptureDType dtype) {
+  switch (dtype) {
+    case CaptureDType::kFloat16:
+      return at::kHalf;
+    case CaptureDType::kBFloat16:
+      return at::kBFloat16;
+    case CaptureDType::kFloat32:
+    default:
+      return at::kFloat;
+  }
+}
+
+// Routes the transformer's per-layer probabilities (float32, on the layer's device) to the
+// observer, dropping rows outside the capture's row selection. A device consumer gets them
+// as tensors where they are. Otherwise the rows are converted to the wire dtype there (for an
+// observer that reads wire bytes) and copied to the host through a HostCopyQueue: at once on
+// the CPU; on CUDA on a side stream into pinned buffers, delivered at Flush() (once per
+// token, after the sampled id), so the next layer's compute overlaps the copy.
 class CaptureRouter {
  public:
-  CaptureRouter(const CaptureSpec& spec, int num_layers, int prompt_length,
-                GenerationObserver* observer)
-      : spec_(spec), prompt_length_(prompt_length), observer_(observer) {
+  CaptureRouter(const CaptureSpec& spec, int num_layers, int num_heads, int prompt_length,
+                GenerationObserver* observer, at::Device device)
+      : spec_(spec),
+        prompt_length_(prompt_length),
+        observer_(observer),
+        consumer_(observer != nullptr ? observer->device_attention() : nullptr),
+        wire_(observer != nullptr && observer->accepts_wire_rows()) {
     request_.layer_captured.assign(num_layers, false);
     for (int layer : spec.layers) request_.layer_captured[layer] = true;
-    std::vector<int64_t> heads(spec.heads.begin(), spec.heads.end());
-    request_.heads = at::tensor(heads, at::TensorOptions().dtype(at::kLong));
+    // Every head in order needs no selection; otherwise the index lives on the device.
+    if (static_cast<int>(spec.heads.size()) != num_heads || !IsIdentity(spec.heads)) {
+      std::vector<int64_t> heads(spec.heads.begin(), spec.heads.end());
+      request_.heads = HostToDevice(at::tensor(heads, at::kLong), device);
+    }
     request_.on_probs = [this](int layer, int first_row, const at::Tensor& probs) {
       return Deliver(layer, first_row, probs);
     };
   }
   const AttentionCaptureRequest* request() const { return spec_.enabled() ? &request_ : nullptr; }
 
+  // Delivers every pending copy; the observer's first error, if any.
+  absl::Status Flush() {
+    if (!copies_.Drain()) return status_;
+    return absl::OkStatus();
+  }
+
  private:
+  static bool IsIdentity(const std::vector<int>& heads) {
+    for (size_t i = 0; i < heads.size(); ++i) {
+      if (heads[i] != static_cast<int>(i)) return false;
+    }
+    return true;
+  }
+
   absl::Status Deliver(int layer, int first_row, const at::Tensor& probs) {
-    // probs: [heads, rows, key_len] float32 on the host.
+    // probs: [heads, rows, key_len] float32 on the layer's device.
     int begin = first_row, end = first_row + static_cast<int>(probs.size(1));
     if (spec_.rows == CaptureRows::kPromptOnly) end = std::min(end, prompt_length_);
     if (spec_.rows == CaptureRows::kGeneratedOnly) begin = std::max(begin, prompt_length_);
     if (begin >= end) return absl::OkStatus();
-    at::Tensor rows = probs.narrow(1, begin - first_row, end - begin).contiguous();
-    AttentionBlock block;
-    block.layer = layer;
-    block.heads = &spec_.heads;
-    block.first_row = begin;
-    block.num_rows = end - begin;
-    block.key_length = static_cast<int>(probs.size(2));
-    block.data = rows.data_ptr<float>();
-    return observer_->OnAttention(block);
+    at::Tensor rows = probs.narrow(1, begin - first_row, end - begin);
+    if (consumer_ != nullptr) return consumer_->OnDeviceAttention(layer, spec_.heads, begin, rows);
+    if (wire_) rows = rows.to(WireScalarType(spec_.dtype));  // before the rows leave the device
+    const int key_length = static_cast<int>(probs.size(2));
+    const bool delivered =
+        copies_.Enqueue(rows, [this, layer, begin, end, key_length](const at::Tensor& host) {
+          AttentionBlock block;
+          block.layer = layer;
+          block.heads = &spec_.heads;
+          block.first_row = begin;
+          block.num_rows = end - begin;
+          block.key_length = key_length;
+          if (wire_) {
+            block.wire_data = host.data_ptr();
+            block.wire_dtype = spec_.dtype;
+          }
+          if (host.scalar_type() == at::kFloat) block.data = host.data_ptr<float>();
+          status_ = observer_->OnAttention(block);
+          return status_.ok();
+        });
+    return delivered ? absl::OkStatus() : status_;
   }
 
   const CaptureSpec& spec_;
   int prompt_length_;
   GenerationObserver* observer_;
+  DeviceAttentionConsumer* consumer_;
+  bool wire_;
   AttentionCaptureRequest request_;
+  HostCopyQueue copies_;
+  absl::Status status_;
 };
 
 std::vector<float> RowToHost(const at::Tensor& logits, int64_t row) {
   at::Tensor host = logits[row].to(at::kCPU).contiguous();
   return std::vector<float>(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
+}
+
+// The next token from one logits row on the model's device. Greedy decoding without a
+// repetition penalty takes the argmax there (the first maximum, as the host sampler does), so
+// the step's one synchronisation with the host moves a single id; otherwise the row comes to
+// the host sampler (seeded, transformers' semantics).
+int64_t NextToken(const at::Tensor& logits, int64_t row, const GenerationParams& params,
+                  Sampler* sampler, const std::vector<int64_t>& history) {
+  if (params.greedy && params.repetition_penalty == 1.0f) {
+    return logits[row].argmax().item<int64_t>();
+  }
+  std::vector<float> host = RowToHost(logits, row);
+  return sampler->Next(host, history);
 }
 
 absl::Status ValidateCapture(const CaptureSpec& capture, const ModelConfig& config) {
@@ -132,6 +199,8 @@ absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& i
                                                    const CaptureSpec& capture,
                                                    GenerationObserver* observer,
                                                    const InterventionSet* interventions) {
+  GenerationObserver default_observer;
+  if (observer == nullptr) observer = &default_observer;
   if (auto status = ValidateCapture(capture, config_); !status.ok()) return status;
   const int length = static_cast<int>(ids.size());
   InterventionSet resolved;
@@ -152,7 +221,8 @@ absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& i
       edits = *std::move(planned);
     }
     KVCache cache = model.NewCache(length);
-    CaptureRouter router(capture, config_.num_hidden_layers, length, observer);
+    CaptureRouter router(capture, config_.num_hidden_layers, config_.num_attention_heads, length,
+                         observer, model.device());
     ForwardOptions options;
     options.capture = router.request();
     options.edits = edits.empty() ? nullptr : &edits;
@@ -160,6 +230,7 @@ absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& i
     auto logits = model.Forward(ids, &cache, options);
     if (!logits.ok()) return logits.status();
     at::Tensor host = logits->to(at::kCPU).contiguous();
+    if (absl::Status flushed = router.Flush(); !flushed.ok()) return flushed;
     return std::vector<float>(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
   } catch (const std::exception& error) {
     return absl::InternalError(absl::StrCat("forward failed: ", error.what()));
@@ -222,7 +293,8 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
     if (auto status = observer->CheckContinue(); !status.ok()) return status;
 
     KVCache cache = model.NewCache(static_cast<int>(capacity));
-    CaptureRouter router(capture, config_.num_hidden_layers, prompt_length, observer);
+    CaptureRouter router(capture, config_.num_hidden_layers, config_.num_attention_heads,
+                         prompt_length, observer, model.device());
     const AttentionCaptureRequest* capture_request = router.request();
     const bool capture_generated = capture.enabled() && capture.rows != CaptureRows::kPromptOnly;
 
@@ -242,14 +314,18 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
                            host.data_ptr<float>() + host.numel());
     };
     keep_logits(*logits);
-    std::vector<float> next_logits = RowToHost(*logits, logits->size(0) - 1);
+    Sampler sampler(params);
+    // Sampling synchronises with the device (the step's one wait); the captured rows copied
+    // meanwhile are delivered right after, before the token is announced.
+    int64_t token = params.max_new_tokens > 0 ? NextToken(*logits, logits->size(0) - 1, params,
+                                                          &sampler, result.token_ids)
+                                              : 0;
+    if (absl::Status flushed = router.Flush(); !flushed.ok()) return flushed;
     result.prefill_seconds = SecondsSince(start);
 
     start = Clock::now();
-    Sampler sampler(params);
     std::string stop_reason = "max_new_tokens";
     for (int step = 0; step < params.max_new_tokens; ++step) {
-      const int64_t token = sampler.Next(next_logits, result.token_ids);
       result.token_ids.push_back(token);
       const int position = static_cast<int>(result.token_ids.size()) - 1;
       if (auto status = observer->OnToken(token, position); !status.ok()) return status;
@@ -276,9 +352,11 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
       auto step_logits = model.Forward({token}, &cache, options);
       if (!step_logits.ok()) return step_logits.status();
       keep_logits(*step_logits);
+      if (!stop) token = NextToken(*step_logits, 0, params, &sampler, result.token_ids);
+      if (absl::Status flushed = router.Flush(); !flushed.ok()) return flushed;
       if (stop) break;
-      next_logits = RowToHost(*step_logits, 0);
     }
+    SynchronizeDevice(model.device());  // queued device work (reductions) counts in the time
     result.stop_reason = stop_reason;
     if (params.save_logits) result.logits.resize(result.token_ids.size() * vocab);
     result.decode_seconds = SecondsSince(start);

@@ -48,6 +48,9 @@ struct GenerationParams {
 // [first_row, first_row + num_rows) by keys [0, key_length), for the captured heads.
 // Data is float32 on the host, layout [heads.size(), num_rows, key_length], and holds the
 // full rows (causal zeros included); it is valid only during the call.
+// For an observer that accepts_wire_rows(), `wire_data` holds the same values already in the
+// capture's dtype (converted where they were computed, round to nearest even), and `data` is
+// set only when that dtype is float32.
 struct AttentionBlock {
   int layer = 0;
   const std::vector<int>* heads = nullptr;  // query-head indices, in capture order
@@ -55,7 +58,11 @@ struct AttentionBlock {
   int num_rows = 0;
   int key_length = 0;
   const float* data = nullptr;
+  const void* wire_data = nullptr;
+  CaptureDType wire_dtype = CaptureDType::kFloat32;
 };
+
+class DeviceAttentionConsumer;  // server/engine/device_attention.h (libtorch)
 
 // Receives what the engine produces. Returning a non-OK status stops generation at once
 // with that status (that is how cancellation, deadlines and stalled readers stop a request).
@@ -70,6 +77,12 @@ class GenerationObserver {
   virtual absl::Status OnToken(int64_t token_id, int position) { return absl::OkStatus(); }
   // Checked before every forward step; non-OK stops (cancellation, deadline).
   virtual absl::Status CheckContinue() { return absl::OkStatus(); }
+  // Non-null: captured probabilities go to this consumer as tensors where they were computed
+  // (AnalyzeHeads' reductions), and OnAttention is not called.
+  virtual DeviceAttentionConsumer* device_attention() { return nullptr; }
+  // True when OnAttention reads AttentionBlock::wire_data (the capture dtype), so rows leave
+  // the device already converted (half the bytes of float32 for float16/bfloat16).
+  virtual bool accepts_wire_rows() const { return false; }
 };
 
 struct GenerationResult {

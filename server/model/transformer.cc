@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "server/json/bounded_json.h"
+#include "server/model/device_copy.h"
 #include "server/model/safetensors.h"
 
 #if __has_include(<torch/version.h>)
@@ -295,8 +296,8 @@ void Transformer::RotaryTables(const std::vector<int64_t>& positions, at::Device
   at::Tensor t = at::tensor(positions, at::TensorOptions().dtype(at::kLong)).to(at::kFloat);
   at::Tensor freqs = at::outer(t, inv_freq_);    // [count, dim/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);  // [count, dim]
-  *cos = emb.cos().to(device, dtype_);
-  *sin = emb.sin().to(device, dtype_);
+  *cos = HostToDevice(emb.cos().to(dtype_), device);
+  *sin = HostToDevice(emb.sin().to(dtype_), device);
 }
 
 at::Tensor Transformer::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
@@ -435,9 +436,14 @@ absl::StatusOr<at::Tensor> Transformer::Attention(int layer_index, const Decoder
   at::Tensor output;  // [B, heads, q_len, dim]
 #ifdef ATTNSCOPE_HAVE_SDPA
   if (!captured && !knocked_out && !subset && !in.blocked.defined() && (q_len == 1 || start == 0)) {
-    // Fast path: fused attention; K/V repeated to the query heads (repeat_kv).
-    at::Tensor k_rep = keys.expand({batch, -1, -1, -1}).repeat_interleave(n_rep, 1);
-    at::Tensor v_rep = values.expand({batch, -1, -1, -1}).repeat_interleave(n_rep, 1);
+    // Fast path: fused attention; K/V repeated to the query heads (repeat_kv: expand and
+    // reshape, which never waits for the device as repeat_interleave's size check can).
+    at::Tensor k_rep = keys.unsqueeze(2)
+                           .expand({batch, kv_heads, n_rep, key_len, dim})
+                           .reshape({batch, heads, key_len, dim});
+    at::Tensor v_rep = values.unsqueeze(2)
+                           .expand({batch, kv_heads, n_rep, key_len, dim})
+                           .reshape({batch, heads, key_len, dim});
     output = at::scaled_dot_product_attention(q, k_rep, v_rep, {}, 0.0, /*is_causal=*/q_len > 1);
   }
 #endif
@@ -486,9 +492,11 @@ absl::StatusOr<at::Tensor> Transformer::Attention(int layer_index, const Decoder
     }
     at::Tensor probs = at::softmax(scores, -1, at::kFloat);  // fp32 [B, heads, q_len, key_len]
     if (captured) {
-      at::Tensor selected = probs[0].index_select(0, in.capture->heads.to(probs.device()));
-      at::Tensor host = selected.to(at::kCPU).contiguous();
-      if (auto status = in.capture->on_probs(layer_index, start, host); !status.ok()) {
+      // Handed over where they are: the engine decides what leaves the device, and when.
+      at::Tensor selected = in.capture->heads.defined()
+                                ? probs[0].index_select(0, in.capture->heads.to(probs.device()))
+                                : probs[0];
+      if (auto status = in.capture->on_probs(layer_index, start, selected); !status.ok()) {
         return status;
       }
     }
@@ -552,7 +560,7 @@ absl::StatusOr<at::Tensor> Transformer::Forward(const std::vector<int64_t>& ids,
     for (int i = 0; i < count; ++i) positions.push_back(cache->length + i);
   }
   at::Tensor index =
-      at::tensor(ids, at::TensorOptions().dtype(at::kLong)).to(embed_tokens_.device());
+      HostToDevice(at::tensor(ids, at::TensorOptions().dtype(at::kLong)), embed_tokens_.device());
   at::Tensor hidden = embed_tokens_.index_select(0, index).unsqueeze(0);  // [1, count, hidden]
   AttentionInputs in;
   at::Device current = embed_tokens_.device();

@@ -5,7 +5,7 @@
 //
 // Attention probabilities exist, per query head, inside Attention(); a layer listed in the
 // capture request hands them to the callback there (the "kq_soft_max" point), as fp32 on the
-// host for the requested heads. Layers not captured take the fast path.
+// layer's device for the requested heads. Layers not captured take the fast path.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -43,8 +43,9 @@ struct KVCache {
 // Which layers hand their probabilities out, and for which query heads.
 struct AttentionCaptureRequest {
   std::vector<bool> layer_captured;  // [num_layers]
-  at::Tensor heads;                  // int64 index tensor of captured query heads (CPU)
-  // probs: [captured heads, q_len, key_len] float32, contiguous, on the host.
+  at::Tensor heads;  // int64 index of the captured query heads (best on the model's device);
+                     // undefined: every head, in order
+  // probs: [captured heads, q_len, key_len] float32 on the layer's device, never written again.
   std::function<absl::Status(int layer, int first_row, const at::Tensor& probs)> on_probs;
 };
 

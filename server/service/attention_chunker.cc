@@ -43,10 +43,16 @@ absl::Status AttentionChunker::Add(const AttentionBlock& block) {
     const int key_length = std::min(block.key_length, row + 1);
     std::string row_bytes;
     row_bytes.reserve(static_cast<size_t>(num_heads) * key_length * dtype_size_);
+    const bool wire = block.wire_data != nullptr && block.wire_dtype == spec_.dtype;
     for (int h = 0; h < num_heads; ++h) {
-      const float* src =
-          block.data + (static_cast<size_t>(h) * block.num_rows + i) * block.key_length;
-      ConvertFloats(src, key_length, spec_.dtype, &row_bytes);
+      const size_t offset = (static_cast<size_t>(h) * block.num_rows + i) * block.key_length;
+      if (wire) {
+        // Converted where the rows were computed: copy the bytes as they are.
+        row_bytes.append(static_cast<const char*>(block.wire_data) + offset * dtype_size_,
+                         key_length * dtype_size_);
+      } else {
+        ConvertFloats(block.data + offset, key_length, spec_.dtype, &row_bytes);
+      }
     }
     absl::Status status = AddRow(block.layer, row, key_length, std::move(row_bytes));
     if (!status.ok()) return status;

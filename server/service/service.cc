@@ -136,6 +136,7 @@ class StreamObserver : public GenerationObserver {
         deadline_(deadline) {}
 
   absl::Status OnAttention(const AttentionBlock& block) override { return chunker_->Add(block); }
+  bool accepts_wire_rows() const override { return true; }
 
   absl::Status OnToken(int64_t token_id, int position) override {
     ++generated_;

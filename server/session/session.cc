@@ -3,18 +3,19 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "server/engine/analysis_observer.h"
+#include "server/engine/tensor_analysis_observer.h"
 
 namespace attnscope::session {
 namespace {
 
-// AnalysisObserver that counts generated tokens and stops when told to.
-class StoppableAnalysisObserver : public AnalysisObserver {
+// The analysis observer (reductions as tensor ops where the probabilities are, the reference
+// analyzer building the report) that counts generated tokens and stops when told to.
+class StoppableAnalysisObserver : public TensorAnalysisObserver {
  public:
   StoppableAnalysisObserver(analysis::AnalysisInput input, analysis::AnalysisOptions options,
                             TokenStringFn token_string,
                             std::function<absl::Status()> check_continue)
-      : AnalysisObserver(std::move(input), std::move(options), std::move(token_string)),
+      : TensorAnalysisObserver(std::move(input), std::move(options), std::move(token_string)),
         check_continue_(std::move(check_continue)) {}
   absl::Status OnToken(int64_t token_id, int position) override {
     ++generated_;

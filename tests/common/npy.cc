@@ -1,5 +1,6 @@
 #include "tests/common/npy.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -84,5 +85,10 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
 }
 
 std::string DataDir() { return ATTNSCOPE_TEST_DATA_DIR; }
+
+std::string TestDevice() {
+  const char* device = std::getenv("ATTNSCOPE_TEST_DEVICE");
+  return device != nullptr && *device != '\0' ? device : "cpu";
+}
 
 }  // namespace attnscope::testing

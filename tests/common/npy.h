@@ -27,4 +27,8 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
 // present in a checkout, so a test that misses a file there fails instead of skipping.
 std::string DataDir();
 
+// The device engine tests run on: "cpu" unless ATTNSCOPE_TEST_DEVICE names another
+// (scripts/gpu-check.sh sets cuda).
+std::string TestDevice();
+
 }  // namespace attnscope::testing

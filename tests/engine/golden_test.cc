@@ -38,6 +38,7 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
     dir_ = testing::DataDir() + "/golden/" + GetParam();
     EngineOptions options;
     options.model_dir = dir_ + "/model";
+    options.device = testing::TestDevice();
     auto engine = Engine::Load(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
@@ -128,6 +129,7 @@ TEST_P(GoldenTest, Bfloat16RunConvertsWeightsAndStaysClose) {
   // mapping itself). bf16 keeps 8 bits of mantissa, so only closeness is expected.
   EngineOptions options;
   options.model_dir = dir_ + "/model";
+  options.device = testing::TestDevice();
   options.dtype = "bfloat16";
   auto engine = Engine::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
