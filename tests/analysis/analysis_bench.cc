@@ -3,8 +3,13 @@
 // Goal from issue 5: at most 1.3x. Default shape: Qwen2-0.5B (24 layers, 14 heads, 2 KV
 // heads, hidden 896, MLP 4864, vocab 151936), random weights written to a temporary folder.
 //
+// Then the reductions alone, on one layer's random causal block [14, --block, --block] and
+// on --block/8 single decode rows after it: the tensor ops (server/engine/tensor_reductions.h)
+// against the reference host loops (analysis::StreamingAnalyzer), same data, same run.
+//
 //   analysis_bench [--layers 24] [--vocab 151936] [--prompt 128] [--new 32] [--repeats 3]
-//                  [--model DIR] [--device cpu|cuda]
+//                  [--model DIR] [--device cpu|cuda] [--block 512]
+#include <ATen/ATen.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -17,6 +22,7 @@
 #include "server/engine/analysis_observer.h"
 #include "server/engine/engine.h"
 #include "server/engine/tensor_analysis_observer.h"
+#include "server/engine/tensor_reductions.h"
 #include "server/model/tiny_model.h"
 
 namespace {
@@ -37,6 +43,58 @@ std::string StringFlag(int argc, char** argv, const std::string& name) {
 
 double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Seconds of the reductions of one layer's rows: a prefill block of `prompt` rows, then
+// `decode` single rows; by the reference loops (tensor == false) or the tensor ops.
+double ReductionSeconds(bool tensor, const std::vector<float>& matrix, int heads, int t, int prompt,
+                        const std::string& device) {
+  using namespace attnscope;
+  std::vector<int64_t> ids(t);
+  for (int i = 0; i < t; ++i) ids[i] = i % 97;  // repeats: the duplicate detector works too
+  analysis::AnalysisInput input;
+  input.token_ids.assign(ids.begin(), ids.begin() + prompt);
+  analysis::StreamingAnalyzer analyzer(input, analysis::AnalysisOptions());
+  std::vector<int> head_ids(heads);
+  for (int h = 0; h < heads; ++h) head_ids[h] = h;
+  LayerReductions reductions(0, head_ids, prompt, analysis::AnalysisOptions());
+  auto rows_of = [&](int first, int count) {
+    std::vector<float> out;
+    for (int h = 0; h < heads; ++h)
+      for (int i = first; i < first + count; ++i) {
+        const float* row = matrix.data() + (static_cast<size_t>(h) * t + i) * t;
+        out.insert(out.end(), row, row + first + count);
+      }
+    return out;
+  };
+  // The blocks are built before the clock starts: only the reductions are timed.
+  std::vector<std::pair<int, std::vector<float>>> blocks = {{0, rows_of(0, prompt)}};
+  for (int i = prompt; i < t; ++i) blocks.push_back({i, rows_of(i, 1)});
+  std::vector<at::Tensor> tensors;
+  for (auto& [first, data] : blocks) {
+    const int count = first == 0 ? prompt : 1;
+    tensors.push_back(at::from_blob(data.data(), {heads, count, first + count}, at::kFloat)
+                          .to(at::Device(device)));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const int first = blocks[b].first, count = first == 0 ? prompt : 1;
+    if (first > 0) analyzer.AddToken(ids[first], "");
+    if (tensor) {
+      if (!reductions.Add(tensors[b], first, ids, {}, {}).ok()) std::exit(1);
+    } else {
+      analysis::AttentionRows rows;
+      rows.heads = head_ids.data();
+      rows.num_heads = heads;
+      rows.first_row = first;
+      rows.num_rows = count;
+      rows.key_length = first + count;
+      rows.data = blocks[b].second.data();
+      if (!analyzer.AddRows(rows).ok()) std::exit(1);
+    }
+  }
+  if (tensor) (void)reductions.Finish();  // the one copy back (and the device's completion)
+  return Seconds(start);
 }
 
 }  // namespace
@@ -122,5 +180,33 @@ int main(int argc, char** argv) {
   std::printf(
       "BENCH\tAnalyzeHeads-style generation s, tensor reductions vs host loops\t%.3f\t%.3f\t%.2f\n",
       analysed, loops, analysed / loops);
+
+  // The reductions alone: one layer of 14 heads.
+  const int block = IntFlag(argc, argv, "block", 512), decode_rows = block / 8;
+  const int t = block + decode_rows, heads = 14;
+  std::vector<float> matrix(static_cast<size_t>(heads) * t * t, 0.0f);
+  std::mt19937_64 values(5);
+  for (int h = 0; h < heads; ++h)
+    for (int i = 0; i < t; ++i) {
+      float* row = matrix.data() + (static_cast<size_t>(h) * t + i) * t;
+      double sum = 0;
+      for (int j = 0; j <= i; ++j) sum += row[j] = static_cast<float>(values() % 1000 + 1);
+      for (int j = 0; j <= i; ++j) row[j] = static_cast<float>(row[j] / sum);
+    }
+  double loops_seconds = 1e30, tensor_seconds = 1e30;
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    loops_seconds =
+        std::min(loops_seconds, ReductionSeconds(false, matrix, heads, t, block, options.device));
+    tensor_seconds =
+        std::min(tensor_seconds, ReductionSeconds(true, matrix, heads, t, block, options.device));
+  }
+  std::printf(
+      "reductions of one layer (%d heads, %d-row block + %d decode rows): tensor ops %.4f s, host "
+      "loops %.4f s\n",
+      heads, block, decode_rows, tensor_seconds, loops_seconds);
+  std::printf(
+      "BENCH\treductions s, one layer [14, %d, %d] + %d rows, tensor ops vs host "
+      "loops\t%.4f\t%.4f\t%.2f\n",
+      block, block, decode_rows, tensor_seconds, loops_seconds, tensor_seconds / loops_seconds);
   return 0;
 }
