@@ -17,6 +17,7 @@
 #include "server/engine/capture_file.h"
 #include "server/engine/device_attention.h"
 #include "server/engine/engine.h"
+#include "server/engine/interventions.h"
 #include "server/engine/tensor_analysis_observer.h"
 #include "server/engine/tensor_reductions.h"
 #include "server/model/device_copy.h"
@@ -329,6 +330,54 @@ TEST_P(EngineAnalysisTest, GenerationReportEqualsTheReference) {
   ASSERT_FALSE(expected->term_attention.empty());
   ASSERT_FALSE(expected->detectors.duplicate_token.empty());
   ExpectReportsNear(*actual, *expected);
+}
+
+// Interventions change the probabilities both observers see; the tensor reductions still give
+// the reference report, and the knockout shows in it: with key 0 knocked out of every row but
+// the first, L0H0's sink (mean of A[i, 0]) is row 0's 1 over T rows.
+TEST_P(EngineAnalysisTest, GenerationUnderInterventionsEqualsTheReference) {
+  const std::vector<int64_t> prompt = {1, 3, 50, 2, 3, 50, 2, 7, 9, 3};
+  GenerationParams params;
+  params.max_new_tokens = 6;
+  params.ignore_eos = true;
+  const int total = static_cast<int>(prompt.size()) + params.max_new_tokens;
+  InterventionSet set;
+  Intervention knockout;
+  knockout.kind = Intervention::Kind::kKnockout;
+  knockout.layer = 0;
+  knockout.heads = {0};
+  knockout.rows = KnockoutRows::kRange;
+  knockout.row_begin = 1;
+  knockout.row_end = total;
+  knockout.key_positions = {0};
+  Intervention mean_ablation;
+  mean_ablation.layer = 0;
+  mean_ablation.heads = {1};
+  mean_ablation.mode = AblationMode::kMean;
+  Intervention zero_ablation;
+  zero_ablation.layer = -1;
+  zero_ablation.heads = {2};
+  set.items = {knockout, mean_ablation, zero_ablation};
+  analysis::AnalysisInput input;
+  input.token_ids = prompt;
+  auto token_string = [](int64_t id) { return absl::StrCat("w", id); };
+  analysis::AnalysisOptions options = EverythingOptions();
+  options.induction.reset();
+  AnalysisObserver reference(input, options, token_string);
+  TensorAnalysisObserver tensor(input, options, token_string);
+  auto a = engine_->Generate(prompt, params, spec_, &reference, &set);
+  auto b = engine_->Generate(prompt, params, spec_, &tensor, &set);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(a->token_ids, b->token_ids);
+  auto expected = reference.Finish("");
+  auto actual = tensor.Finish("");
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_TRUE(actual.ok()) << actual.status();
+  ExpectReportsNear(*actual, *expected);
+  ASSERT_EQ(actual->layers[0].layer, 0);
+  ASSERT_EQ(actual->layers[0].heads[0].head, 0);
+  EXPECT_NEAR(actual->layers[0].heads[0].metrics.sink, 1.0 / total, kTolerance);
 }
 
 TEST_P(EngineAnalysisTest, InductionProbeForwardEqualsTheReference) {
