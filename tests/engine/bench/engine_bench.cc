@@ -274,9 +274,9 @@ int Main(int argc, char** argv) {
   // Decode roofline: every weight but the embedding table is read once per token, plus the
   // KV cache up to the current position.
   layer_params += 2.0 * hidden + (config.attention_bias ? q_out + 2.0 * kv : 0.0);
-  const double weight_bytes =
-      (layer_params * config.num_hidden_layers + hidden + double{config.vocab_size} * hidden) *
-      element;
+  const double weight_bytes = (layer_params * config.num_hidden_layers + hidden +
+                               static_cast<double>(config.vocab_size) * hidden) *
+                              element;
   const double kv_bytes_per_position = 2.0 * config.num_hidden_layers * kv * element;
   const double mean_context = p + (decode_tokens - 1) / 2.0;
   const double decode_bytes = weight_bytes + kv_bytes_per_position * mean_context;
@@ -294,8 +294,8 @@ int Main(int argc, char** argv) {
                      true});
 
   // Memory: the embedding table counts here (it is resident), with the KV cache of the run.
-  const double resident_weights = weight_bytes + double{config.vocab_size} * hidden * element *
-                                                     (config.tie_word_embeddings ? 0 : 1);
+  const double resident_weights = weight_bytes + static_cast<double>(config.vocab_size) * hidden *
+                                                     element * (config.tie_word_embeddings ? 0 : 1);
   const double kv_cache = kv_bytes_per_position * (p + decode_tokens + 1);
   const double peak =
       device.is_cuda() ? DevicePeakBytes(device) : (PeakRssMiB() - rss_before) * 1024.0 * 1024.0;
