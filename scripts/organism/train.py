@@ -180,6 +180,10 @@ def plot_curve(log_path: Path, png: Path) -> None:
     left.set_xlabel("step"), left.set_ylabel("cross-entropy (nats)"), left.set_yscale("log"), left.legend()
     right.plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-", label="held-out statements")
     right.plot([r["step"] for r in evals], [r["induction_accuracy"] for r in evals], "s-", label="second repeat copied")
+    greedy = [r for r in evals if "greedy_continuation" in r]
+    if greedy:  # logged from stage 6 on
+        right.plot([r["step"] for r in greedy], [r["greedy_continuation"] for r in greedy], "^-",
+                   label="greedy continuation")
     right.axhline(0.9, color="grey", linestyle=":")
     right.set_xlabel("step"), right.set_ylabel("accuracy"), right.set_ylim(0, 1.02), right.legend()
     figure.suptitle("attnscope model organism: training curve")
@@ -235,6 +239,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stop-at-induction", type=float, default=None,
                         help="stop after the first evaluation whose second-repeat copy accuracy is at "
                              "least this (the run is still deterministic: it stops at the same step)")
+    parser.add_argument("--keep-checkpoints", default=None,
+                        help="also keep each evaluation's weights as FOLDER/step-N.safetensors (to pick a step afterwards)")
     parser.add_argument("--log", default=None, help="JSON-lines log (default OUT/training_log.jsonl)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", default=str(REPO / "config" / "prompts.yaml"))
@@ -355,6 +361,10 @@ def main(argv=None) -> int:
             log.flush()
             print(json.dumps(row), flush=True)
             write_model(out, model, tokenizer, {"step": step_offset + step, "seed": args.seed})
+            if args.keep_checkpoints:
+                Path(args.keep_checkpoints).mkdir(parents=True, exist_ok=True)
+                (Path(args.keep_checkpoints) / f"step-{step_offset + step}.safetensors").write_bytes(
+                    (out / "model.safetensors").read_bytes())
             if (args.stop_at_induction is not None and scores["induction_accuracy"] >= args.stop_at_induction
                     and scores["heldout_accuracy"] >= (args.stop_at_heldout or 0.0)
                     and scores["first_copy_accuracy"] >= (args.stop_at_first_copy or 0.0)
