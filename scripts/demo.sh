@@ -3,7 +3,9 @@
 # (config/organism: a small Qwen2 trained by scripts/organism/train.py, whose heads have known
 # jobs; see its MODEL_CARD.md) on an ephemeral loopback port, waits until it answers, asks the
 # research notebook's questions of it (scripts/organism/study.py: held-out accuracy by batch
-# run, label-field heads, increase-vs-decrease heads, induction and previous-token heads), runs
+# run, label-field heads, increase-vs-decrease heads, induction and previous-token heads, and
+# the causal check: ablating the label-field heads against as many random heads, with the
+# mean single-head sweep's heatmap), runs
 # the attention-head analysis example on one held-out statement, and stops the server.
 #
 #   scripts/demo.sh [OUT_DIR]        # results, figures, capture.safetensors, analysis.json and

@@ -11,6 +11,12 @@
    of the label rule, against the other fields' lines, per line, averaged over statements.
 3. Induction and previous-token heads: the server's detectors on an induction probe, and how
    often greedy decoding continues the second half of a repeated random sequence correctly.
+4. Causal check of the label-field heads (ScoreAnswers): on held-out statements, the logit
+   difference "increase" - "decrease" clean, with the label-field heads of the model card
+   (L0H3, L0H5, L0H7) ablated together, and with as many heads drawn at random from the other
+   thirteen ablated together;
+   and the mean single-head sweep (sweep_heatmap.png: the change of the answer's margin when
+   each head alone is ablated, averaged over the statements).
 Writes organism_study.json and organism_study.txt (and prints the text).
 """
 
@@ -29,6 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "client" / "python"))
 import data  # noqa: E402
 from attnscope import Client, batch, study  # noqa: E402
+from attnscope.interventions import ablate  # noqa: E402
 
 HELD_OUT_SEED = 424242   # no training stream uses it (train.py draws from seed+1, seed+2, seed+7919)
 PROBE_SEED = 7
@@ -114,6 +121,71 @@ def induction(client: Client, length: int, sequences: int, seed: int) -> dict:
             "continuation_accuracy": right / total, "continuation_tokens": total}
 
 
+LABEL_FIELD_HEADS = [(0, 3), (0, 5), (0, 7)]  # MODEL_CARD.md: the label-field heads after stage 7
+ANSWERS = ["increase", "decrease"]
+
+
+def _ablations(heads, mode: str):
+    by_layer = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    return [ablate(layer, sorted(hs), mode) for layer, hs in sorted(by_layer.items())]
+
+
+def ablation_experiment(client: Client, prompts: dict, seed: int, count: int, draws: int = 5,
+                        mode: str = "zero", out: str = "") -> dict:
+    """The answer's margin (the logit difference signed towards the clean answer) clean, with
+    the label-field heads ablated, and with as many random other heads ablated (`draws` draws
+    per statement); how often the answer flips; and the mean single-head sweep of the margin."""
+    rng = random.Random(seed)  # the statements: the same for every mode and head list
+    draw = random.Random(seed + 1)  # the random heads
+    others = None
+    clean_margin, label_margin, random_margin = [], [], []
+    label_flips = random_flips = random_runs = 0
+    sweep_sum = {}
+    first_sweep = None
+    for _ in range(count):
+        description, _, _ = data.statement(rng)
+        messages = study.build_messages(prompts, "prompt_1", description, 0)
+        swept = client.sweep(messages=messages, candidates=ANSWERS, mode=mode)  # every head
+        if others is None:
+            others = [(e["layer"], e["head"]) for e in swept.heads
+                      if (e["layer"], e["head"]) not in LABEL_FIELD_HEADS]
+        clean = swept.clean_logit_diff
+        sign = 1.0 if clean >= 0 else -1.0
+        clean_margin.append(sign * clean)
+        label = client.score(messages=messages, candidates=ANSWERS,
+                             interventions=_ablations(LABEL_FIELD_HEADS, mode)).logit_diff
+        label_margin.append(sign * label)
+        label_flips += sign * label < 0
+        for _ in range(draws):
+            chosen = draw.sample(others, len(LABEL_FIELD_HEADS))
+            value = client.score(messages=messages, candidates=ANSWERS,
+                                 interventions=_ablations(chosen, mode)).logit_diff
+            random_margin.append(sign * value)
+            random_flips += sign * value < 0
+            random_runs += 1
+        first_sweep = first_sweep or swept
+        for row in swept.heads:
+            key = (row["layer"], row["head"])
+            sweep_sum[key] = sweep_sum.get(key, 0.0) + sign * row["delta"]
+    mean = lambda values: sum(values) / len(values)
+    sweep_mean = [{"layer": l, "head": h, "margin_delta": v / count} for (l, h), v in sorted(sweep_sum.items())]
+    if out and first_sweep is not None:
+        from attnscope.interventions import SweepResult
+        from attnscope.plot import layer_head_map
+        averaged = SweepResult(clean_logit_diff=mean(clean_margin), clean=first_sweep.clean, mode=mode,
+                               heads=[{"layer": e["layer"], "head": e["head"], "delta": e["margin_delta"],
+                                       "logit_diff": mean(clean_margin) + e["margin_delta"]} for e in sweep_mean])
+        layer_head_map(averaged, "delta", path=os.path.join(out, "sweep_heatmap.png"))
+    return {"statements": count, "mode": mode, "label_field_heads": [f"L{l}H{h}" for l, h in LABEL_FIELD_HEADS],
+            "random_draws_per_statement": draws,
+            "clean_margin": mean(clean_margin), "label_ablated_margin": mean(label_margin),
+            "random_ablated_margin": mean(random_margin),
+            "label_flip_rate": label_flips / count, "random_flip_rate": random_flips / random_runs,
+            "sweep_margin_delta": sorted(sweep_mean, key=lambda e: e["margin_delta"])}
+
+
 def ordinary_vocab(client: Client) -> int:
     """Ids below the first special token are ordinary (the training program draws from them)."""
     tokens = client.tokenize(text="<|endoftext|>")
@@ -145,6 +217,15 @@ def text_report(result: dict) -> str:
                  "; previous-token " + ", ".join(f"L{e['layer']}H{e['head']} {e['score']:.3f}" for e in ind["previous_token"][:4]))
     lines.append(f"   second half of a repeated random sequence continued correctly: "
                  f"{ind['continuation_accuracy']:.3f} of {ind['continuation_tokens']} tokens")
+    for ab in result.get("ablation", []):
+        lines.append(f"4. Answer margin (logit difference towards the clean answer, {ab['mode']} ablation, "
+                     f"{ab['statements']} statements): clean {ab['clean_margin']:.3f}; label-field heads "
+                     f"{','.join(ab['label_field_heads'])} ablated {ab['label_ablated_margin']:.3f} "
+                     f"(answer flipped in {ab['label_flip_rate']:.3f}); {len(ab['label_field_heads'])} random other heads ablated "
+                     f"{ab['random_ablated_margin']:.3f} (flipped {ab['random_flip_rate']:.3f}, "
+                     f"{ab['random_draws_per_statement']} draws per statement)")
+        lines.append("   single-head sweep, mean margin change, most harmful: " +
+                     ", ".join(f"L{e['layer']}H{e['head']} {e['margin_delta']:+.3f}" for e in ab["sweep_margin_delta"][:6]))
     return "\n".join(lines) + "\n"
 
 
@@ -175,6 +256,9 @@ def run(server: str, out: str, statements: int = 200, attention_statements: int 
                          "increase_vs_decrease": batch_result["summary"]["increase_vs_decrease"]},
             "label_field_attention": label_field_attention(client, prompts, HELD_OUT_SEED + 1, attention_statements),
             "induction": induction(client, probe_length, sequences, PROBE_SEED),
+            "ablation": [ablation_experiment(client, prompts, HELD_OUT_SEED + 2, attention_statements, mode=mode,
+                                             out=out if mode == "zero" else "")
+                         for mode in ("zero", "mean")],
         }
     with open(os.path.join(out, "organism_study.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
