@@ -22,6 +22,20 @@ struct TinyModelShape {
   bool with_tokenizer = true;
 };
 
+// Qwen2-0.5B's shape (random weights, no tokenizer): the benchmarks' realistic model.
+inline TinyModelShape Qwen2HalfBillionShape() {
+  TinyModelShape shape;
+  shape.num_layers = 24;
+  shape.num_heads = 14;
+  shape.num_kv_heads = 2;
+  shape.hidden_size = 896;
+  shape.intermediate_size = 4864;
+  shape.vocab_size = 151936;
+  shape.max_position_embeddings = 32768;
+  shape.with_tokenizer = false;
+  return shape;
+}
+
 // Writes config.json, generation_config.json, model.safetensors and (with_tokenizer) the
 // byte-level tokenizer.json + tokenizer_config.json with a ChatML template into `dir`.
 absl::Status WriteTinyModel(const std::string& dir, uint64_t seed,

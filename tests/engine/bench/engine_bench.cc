@@ -113,15 +113,7 @@ int Main(int argc, char** argv) {
   }
   struct stat info;
   if (stat((dir + "/config.json").c_str(), &info) != 0) {
-    TinyModelShape shape;  // Qwen2-0.5B's shape
-    shape.num_layers = 24;
-    shape.num_heads = 14;
-    shape.num_kv_heads = 2;
-    shape.hidden_size = 896;
-    shape.intermediate_size = 4864;
-    shape.vocab_size = 151936;
-    shape.max_position_embeddings = 32768;
-    shape.with_tokenizer = false;
+    const TinyModelShape shape = Qwen2HalfBillionShape();
     std::printf("writing Qwen2-0.5B-shaped checkpoint to %s ...\n", dir.c_str());
     if (auto status = WriteTinyModel(dir, 1, shape); !status.ok()) {
       std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());

@@ -132,15 +132,8 @@ int Main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
   }
   at::set_num_threads(threads);
-  TinyModelShape shape;  // as engine_bench: the same folder serves both
-  shape.num_layers = 24;
-  shape.num_heads = 14;
-  shape.num_kv_heads = 2;
-  shape.hidden_size = 896;
-  shape.intermediate_size = 4864;
-  shape.vocab_size = 151936;
-  shape.max_position_embeddings = 32768;
-  shape.with_tokenizer = false;
+  // As engine_bench: the same folder serves both.
+  const TinyModelShape shape = Qwen2HalfBillionShape();
   struct stat info;
   if (stat((dir + "/model.safetensors").c_str(), &info) != 0) {
     std::printf("writing Qwen2-0.5B-shaped checkpoint to %s ...\n", dir.c_str());
