@@ -17,7 +17,7 @@ SMALL = ["--statement-batch", "4", "--induction-batch", "4", "--eval-statements"
 def run_training(out: Path, steps: int, *extra: str) -> list:
     result = subprocess.run([sys.executable, str(TRAIN), "--out", str(out), "--steps", str(steps),
                              "--eval-every", str(steps), *SMALL, *extra],
-                            capture_output=True, text=True, timeout=800)
+                            capture_output=True, text=True, timeout=1700)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
 
