@@ -121,5 +121,11 @@ ATTNSCOPE_REGISTER_COMMAND(
     "analyze",
     "per-head attention analysis (notebook metrics, terms, top-k, detectors); --from FILE offline",
     RunAnalyze);
+ATTNSCOPE_COMMAND_USAGE("analyze", RunAnalyze,
+                        std::string("usage: attnscope analyze (--model DIR | --server HOST:PORT | "
+                                    "--from CAPTURE_FILE) (INPUT | --probe induction:N:SEED) "
+                                    "[flags]\n\n") +
+                            kModeFlagsHelp + "  --from CAPTURE_FILE (offline, from a capture)\n" +
+                            kRequestFlagsHelp + kAnalysisFlagsHelp);
 
 }  // namespace attnscope::cli

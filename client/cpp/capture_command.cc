@@ -74,5 +74,9 @@ int RunCapture(const std::vector<std::string>& args) {
 
 ATTNSCOPE_REGISTER_COMMAND("capture", "generate and capture attention into a safetensors file",
                            RunCapture);
+ATTNSCOPE_COMMAND_USAGE("capture", RunCapture,
+                        std::string("usage: attnscope capture (--model DIR | --server HOST:PORT) "
+                                    "INPUT [flags] --out FILE.safetensors [--quiet]\n\n") +
+                            kModeFlagsHelp + kRequestFlagsHelp + kCaptureFlagsHelp);
 
 }  // namespace attnscope::cli

@@ -78,6 +78,11 @@ std::map<std::string, Command>& CommandRegistry() {
   return *registry;
 }
 
+std::map<std::string, std::string>& CommandUsageRegistry() {
+  static auto* registry = new std::map<std::string, std::string>();
+  return *registry;
+}
+
 int Fail(const std::string& command, const std::string& message) {
   std::cerr << "attnscope " << command << ": " << message << std::endl;
   return 1;

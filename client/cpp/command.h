@@ -41,6 +41,14 @@ struct Command {
 };
 
 std::map<std::string, Command>& CommandRegistry();
+// `attnscope <command> --help` text per command: its synopsis and flags.
+std::map<std::string, std::string>& CommandUsageRegistry();
+
+struct CommandUsageRegistrar {
+  CommandUsageRegistrar(const std::string& name, const std::string& usage) {
+    CommandUsageRegistry()[name] = usage;
+  }
+};
 
 struct CommandRegistrar {
   CommandRegistrar(const std::string& name, const std::string& summary, CommandFn run) {
@@ -55,3 +63,7 @@ int Fail(const std::string& command, const std::string& message);
 
 #define ATTNSCOPE_REGISTER_COMMAND(name, summary, fn) \
   static ::attnscope::cli::CommandRegistrar attnscope_command_##fn(name, summary, fn)
+
+// The text `attnscope <name> --help` prints (synopsis, then one flag group a line).
+#define ATTNSCOPE_COMMAND_USAGE(name, fn, usage) \
+  static ::attnscope::cli::CommandUsageRegistrar attnscope_usage_##fn(name, usage)

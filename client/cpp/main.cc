@@ -20,5 +20,15 @@ int main(int argc, char** argv) {
     std::cerr << "attnscope: unknown command '" << argv[1] << "' (try: attnscope help)\n";
     return 2;
   }
-  return it->second.run(std::vector<std::string>(argv + 2, argv + argc));
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (const std::string& arg : args) {
+    if (arg == "--help" || arg == "-h") {
+      const auto& usage = attnscope::cli::CommandUsageRegistry();
+      auto text = usage.find(it->first);
+      std::cout << "attnscope " << it->first << ": " << it->second.summary << "\n\n"
+                << (text != usage.end() ? text->second : "usage: attnscope " + it->first + "\n");
+      return 0;
+    }
+  }
+  return it->second.run(args);
 }

@@ -64,5 +64,7 @@ int RunMakeTinyModel(const std::vector<std::string>& args) {
 
 ATTNSCOPE_REGISTER_COMMAND("make-tiny-model", "write the embedded default model (random weights)",
                            RunMakeTinyModel);
+ATTNSCOPE_COMMAND_USAGE("make-tiny-model", RunMakeTinyModel,
+                        "usage: attnscope make-tiny-model DIR [--seed S] [--no-tokenizer]\n");
 
 }  // namespace attnscope::cli

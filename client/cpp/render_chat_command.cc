@@ -55,5 +55,9 @@ int RunRenderChat(const std::vector<std::string>& args) {
 ATTNSCOPE_REGISTER_COMMAND("render-chat",
                            "print the chat-template rendering of messages (--tokenizer DIR)",
                            RunRenderChat);
+ATTNSCOPE_COMMAND_USAGE("render-chat", RunRenderChat,
+                        "usage: attnscope render-chat --tokenizer DIR --messages FILE.json "
+                        "[--no-generation-prompt]\n\nFILE.json: [{\"role\": \"user\", \"content\": "
+                        "\"...\"}, ...] or {\"messages\": [...]}\n");
 
 }  // namespace attnscope::cli

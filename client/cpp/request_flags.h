@@ -36,6 +36,35 @@
 
 namespace attnscope::cli {
 
+// The request flags above, as `attnscope capture|analyze --help` prints them.
+inline constexpr char kRequestFlagsHelp[] =
+    "input (exactly one):\n"
+    "  --ids 1,2,3 | --text \"...\" | --chat FILE.json\n"
+    "  --no-special            special-token spellings in --text are plain text\n"
+    "  --no-generation-prompt  --chat: do not append the assistant prefix\n"
+    "  --chat FILE.json: [{\"role\": \"user\", \"content\": \"...\"}, ...] or {\"messages\": "
+    "[...]}\n"
+    "generation:\n"
+    "  --max-new-tokens N (default 32; 0: prompt only)  --ignore-eos  --stop a,b\n"
+    "  --greedy (default) | --temperature X --top-p X --top-k N --seed N\n"
+    "  --repetition-penalty X\n";
+inline constexpr char kCaptureFlagsHelp[] =
+    "capture:\n"
+    "  --layers all|0,5,-1  --heads all|0,-1  --rows all|prompt|generated\n"
+    "  --dtype float32|fp32|F32|float16|fp16|F16|bfloat16|bf16|BF16\n";
+inline constexpr char kAnalysisFlagsHelp[] =
+    "analysis (0 or absent: the analyzer's default):\n"
+    "  --probe induction:N:SEED (replaces the input)  --layers all|0,-1  --heads all|0,-1\n"
+    "  --terms a,b  --query a,b  --query-positions N  --top-k-keys N  --top-terms N\n"
+    "  --per-head  --term-submatrix  --beginning-k N  --self-threshold X  --focused-entropy X\n"
+    "  --json (the report as JSON)\n";
+inline constexpr char kModeFlagsHelp[] =
+    "mode (exactly one):\n"
+    "  --model DIR [--device cpu|cuda[:N]] [--run-dtype float32|bfloat16|float16]\n"
+    "              [--layer-devices cuda:0,cuda:1] [--save-logits]   (local, in-process)\n"
+    "  --server HOST:PORT [--token KEY | $ATTNSCOPE_TOKEN] [--tls] [--tls-ca FILE]\n"
+    "                     [--timeout SECONDS]                         (remote)\n";
+
 // Flags that take no value, for every command that parses requests.
 inline const std::vector<std::string> kRequestSwitches = {
     "greedy",     "save-logits",    "no-special", "tls",

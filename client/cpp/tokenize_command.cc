@@ -87,5 +87,9 @@ int RunTokenize(const std::vector<std::string>& args) {
 ATTNSCOPE_REGISTER_COMMAND("tokenize",
                            "print ids, display tokens and byte spans of text (--tokenizer DIR)",
                            RunTokenize);
+ATTNSCOPE_COMMAND_USAGE("tokenize", RunTokenize,
+                        "usage: attnscope tokenize --tokenizer DIR [--jsonl FILE | TEXT] "
+                        "[--no-special]\n       attnscope tokenize --server HOST:PORT (TEXT | "
+                        "--ids 1,2 | --chat FILE.json) [--no-special] [--no-generation-prompt]\n");
 
 }  // namespace attnscope::cli

@@ -16,20 +16,57 @@ const protoLoader = require('@grpc/proto-loader');
 
 const PROTO_ROOT = process.env.ATTNSCOPE_PROTO_DIR || path.join(__dirname, '..', '..', 'proto');
 
+let packageDefinition = null;
+function loadDefinition() {
+  if (packageDefinition === null) {
+    packageDefinition = protoLoader.loadSync('attnscope/v1/attnscope.proto', {
+      includeDirs: [PROTO_ROOT],
+      keepCase: true,
+      longs: Number,
+      enums: Number,
+      defaults: true,
+      oneofs: true,
+    });
+  }
+  return packageDefinition;
+}
+
 function loadService() {
-  const definition = protoLoader.loadSync('attnscope/v1/attnscope.proto', {
-    includeDirs: [PROTO_ROOT],
-    keepCase: true,
-    longs: Number,
-    enums: Number,
-    defaults: true,
-    oneofs: true,
-  });
-  return grpc.loadPackageDefinition(definition).attnscope.v1.AttnScope;
+  return grpc.loadPackageDefinition(loadDefinition()).attnscope.v1.AttnScope;
+}
+
+function messageType(name) {
+  const definition = loadDefinition()[`attnscope.v1.${name}`];
+  if (!definition) throw new Error(`attnscope.v1.${name} is not in the .proto`);
+  return definition.type;
+}
+
+// The .proto's enum constants by name (enumValues('DType').DTYPE_FLOAT16 === 2): no number in
+// this file is typed by hand.
+function enumValues(name) {
+  const values = {};
+  for (const value of messageType(name).value) values[value.name] = value.number;
+  return values;
+}
+
+// proto-loader drops unknown fields without a word (a misspelled field is simply not sent),
+// so every request is checked against the .proto first: throws naming the first field of
+// `object` that message `typeName` does not have, at any depth.
+function checkFields(typeName, object, where = typeName) {
+  const fields = messageType(typeName).field;
+  for (const [key, value] of Object.entries(object)) {
+    const field = fields.find((f) => f.name === key);
+    if (!field) throw new Error(`${where}.${key}: attnscope.v1.${typeName} has no field ${key}`);
+    if (field.type !== 'TYPE_MESSAGE' || value === null || value === undefined) continue;
+    const items = field.label === 'LABEL_REPEATED' ? value : [value];
+    for (const item of items) checkFields(field.typeName, item, `${where}.${key}`);
+  }
+  return object;
 }
 
 function parseArgs(argv) {
-  const args = {server: '127.0.0.1:50051', maxNewTokens: 8, layers: [], heads: [], dtype: 1, json: false};
+  const DType = enumValues('DType');
+  const args = {server: '127.0.0.1:50051', maxNewTokens: 8, layers: [], heads: [], dtype: DType.DTYPE_FLOAT32, json: false};
   const list = (text) => text.split(',').filter((s) => s.trim() !== '').map(Number);
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -44,7 +81,9 @@ function parseArgs(argv) {
     else if (flag === '--max-new-tokens') args.maxNewTokens = Number(value());
     else if (flag === '--layers') args.layers = list(value());
     else if (flag === '--heads') args.heads = list(value());
-    else if (flag === '--dtype') args.dtype = {float32: 1, float16: 2, bfloat16: 3}[value()];
+    else if (flag === '--dtype') {
+      args.dtype = {float32: DType.DTYPE_FLOAT32, float16: DType.DTYPE_FLOAT16, bfloat16: DType.DTYPE_BFLOAT16}[value()];
+    }
     else if (flag === '--token') args.token = value();
     else if (flag === '--json') args.json = true;
     else throw new Error(`unknown flag ${flag}`);
@@ -58,24 +97,26 @@ function parseArgs(argv) {
 
 function buildRequest(args) {
   const request = {
-    generation: {max_new_tokens: args.maxNewTokens, greedy: true},
+    generation: {max_new_tokens: args.maxNewTokens},  // greedy unless `sample` is set
     capture: {layers: args.layers, heads: args.heads, dtype: args.dtype},
     client_tag: 'node-example',
   };
   if (args.text !== undefined) request.text = args.text;
   else if (args.message !== undefined) request.messages = {messages: [{role: 'user', content: args.message}]};
   else request.ids = {ids: args.ids};
-  return request;
+  return checkFields('GenerateRequest', request);
 }
 
 // Values of one chunk as float32, whatever the wire dtype.
 function decodeValues(chunk) {
+  const DType = enumValues('DType');
   const data = chunk.data;
-  const count = data.length / (chunk.dtype === 2 || chunk.dtype === 3 ? 2 : 4);
+  const halfWidth = chunk.dtype === DType.DTYPE_FLOAT16 || chunk.dtype === DType.DTYPE_BFLOAT16;
+  const count = data.length / (halfWidth ? 2 : 4);
   const out = new Float32Array(count);
-  if (chunk.dtype === 2) {
+  if (chunk.dtype === DType.DTYPE_FLOAT16) {
     for (let i = 0; i < count; i++) out[i] = halfToFloat(data.readUInt16LE(2 * i));
-  } else if (chunk.dtype === 3) {
+  } else if (chunk.dtype === DType.DTYPE_BFLOAT16) {
     const bits = new Uint32Array(out.buffer);
     for (let i = 0; i < count; i++) bits[i] = data.readUInt16LE(2 * i) << 16;
   } else {
@@ -145,6 +186,7 @@ function capture(client, request, metadata) {
         if (!dense) return fail(`chunk for layer ${chunk.layer}, which is not captured`);
         const values = decodeValues(chunk);
         const K = chunk.key_length;
+        if (K !== chunk.first_row + chunk.num_rows) return fail(`chunk ${chunk.sequence_number}: key_length ${K} != first_row + num_rows = ${chunk.first_row + chunk.num_rows}`);
         if (values.length !== chunk.heads.length * chunk.num_rows * K) return fail('chunk data does not match its shape');
         chunk.heads.forEach((head, hi) => {
           const h = headPosition.get(head);
@@ -158,7 +200,9 @@ function capture(client, request, metadata) {
           }
         });
       }
-      const [firstRow, endRow] = header.capture.rows === 1 ? [0, P] : header.capture.rows === 2 ? [P, T] : [0, T];
+      const Rows = enumValues('RowSelection');
+      const [firstRow, endRow] = header.capture.rows === Rows.ROWS_PROMPT_ONLY ? [0, P]
+        : header.capture.rows === Rows.ROWS_GENERATED_ONLY ? [P, T] : [0, T];
       for (const [layer, flags] of seen) {
         for (let h = 0; h < heads.length; h++) {
           for (let row = firstRow; row < endRow; row++) {
@@ -245,4 +289,5 @@ if (require.main === module) {
   });
 }
 
-module.exports = {loadService, capture, buildRequest, headEntropies, decodeValues, halfToFloat};
+module.exports = {loadService, enumValues, checkFields, capture, buildRequest, parseArgs, headEntropies,
+  decodeValues, halfToFloat};

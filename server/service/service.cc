@@ -9,14 +9,15 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "analysis/report.h"
 #include "server/service/attention_chunker.h"
 #include "server/service/response_stream.h"
 #include "server/service/score_stream.h"
 #include "server/service/score_validation.h"
 #include "server/service/status_util.h"
+#include "server/service/wire_messages.h"
 #include "server/session/intervention_wire.h"
 #include "server/session/request_proto.h"
+#include "server/tokenizer/incremental_decoder.h"
 
 namespace attnscope::service {
 namespace {
@@ -97,32 +98,6 @@ absl::Status DeadlineCheck(std::chrono::system_clock::time_point deadline) {
   }
   return absl::OkStatus();
 }
-
-// Decoded continuation, grown token by token without splitting UTF-8 characters.
-class IncrementalDecoder {
- public:
-  explicit IncrementalDecoder(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
-  std::string Next(int64_t id) {
-    if (tokenizer_ == nullptr) return "";
-    ids_.push_back(id);
-    const std::string text = tokenizer_->Decode(ids_, /*skip_special_tokens=*/true);
-    static const std::string kReplacement = "\xEF\xBF\xBD";
-    // A trailing U+FFFD is usually a character cut in half: wait for the next token.
-    if (text.size() >= kReplacement.size() &&
-        text.compare(text.size() - kReplacement.size(), kReplacement.size(), kReplacement) == 0) {
-      return "";
-    }
-    if (text.compare(0, emitted_.size(), emitted_) != 0) return "";
-    std::string piece = text.substr(emitted_.size());
-    emitted_ = text;
-    return piece;
-  }
-
- private:
-  const Tokenizer* tokenizer_;
-  std::vector<int64_t> ids_;
-  std::string emitted_;
-};
 
 // GenerateWithAttention's sink: token events and attention chunks into the stream.
 class StreamObserver : public GenerationObserver {
@@ -254,24 +229,6 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
-void FillTimings(const GenerationResult& result, double queue_seconds, Clock::time_point arrival,
-                 v1::Timings* timings) {
-  timings->set_queue_seconds(queue_seconds);
-  timings->set_prefill_seconds(result.prefill_seconds);
-  timings->set_decode_seconds(result.decode_seconds);
-  timings->set_total_seconds(SecondsSince(arrival));
-}
-
-void FillHeadMetrics(const analysis::HeadMetrics& m, v1::HeadMetrics* out) {
-  out->set_diagonal(m.diagonal);
-  out->set_previous_token(m.previous_token);
-  out->set_causal(m.causal);
-  out->set_beginning(m.beginning);
-  out->set_sink(m.sink);
-  out->set_entropy(m.entropy);
-  out->set_max(m.max);
-}
-
 std::string MakeRequestIdPrefix() {
   std::random_device device;
   char buffer[16];
@@ -354,27 +311,6 @@ absl::StatusOr<Admission> AttnScopeService::Admit(grpc::CallbackServerContext* c
   return admission;
 }
 
-void AttnScopeService::FillModelInfo(v1::ModelInfo* info) const {
-  const ModelConfig& c = model_->config();
-  info->set_name(model_->name);
-  info->set_architecture(c.architecture);
-  info->set_model_type(c.model_type);
-  info->set_num_layers(c.num_hidden_layers);
-  info->set_num_attention_heads(c.num_attention_heads);
-  info->set_num_key_value_heads(c.num_key_value_heads);
-  info->set_head_dim(c.head_dim);
-  info->set_hidden_size(c.hidden_size);
-  info->set_vocab_size(c.vocab_size);
-  info->set_max_position_embeddings(c.max_position_embeddings);
-  info->set_device(model_->engine->options().device);
-  info->set_run_dtype(model_->engine->options().dtype);
-  info->set_bos_token_id(c.bos_token_id);
-  for (int64_t id : c.eos_token_ids) info->add_eos_token_ids(id);
-  info->set_has_tokenizer(model_->tokenizer() != nullptr);
-  info->set_has_chat_template(model_->has_chat_template());
-  info->set_config_sha256(c.config_hash);
-}
-
 grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAttention(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   absl::StatusOr<Admission> admission = Admit(context);
@@ -417,7 +353,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
 
   const session::LoadedModel* model = model_.get();
   const uint64_t max_chunk_bytes = config_.streaming.max_message_bytes;
-  absl::Status submitted = worker_->Submit([call, model, max_chunk_bytes, this] {
+  absl::Status submitted = worker_->Submit([call, model, max_chunk_bytes] {
     RequestRecord& rec = *call->record;
     rec.queue_seconds = SecondsSince(rec.admission.arrival);
     rec.admission.in_flight->MarkStarted();
@@ -425,28 +361,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
     if (!stream.CheckOpen().ok()) return;  // cancelled or drained while waiting
     const session::PreparedGeneration& p = call->prepared;
 
-    v1::GenerateResponse header_message;
-    v1::Header* header = header_message.mutable_header();
-    header->set_request_id(rec.admission.request_id);
-    for (int64_t id : p.prompt.ids) header->add_prompt_ids(id);
-    for (const std::string& token : p.prompt.tokens) header->add_prompt_tokens(token);
-    for (const auto& [begin, end] : p.prompt.spans) {
-      v1::TokenSpan* span = header->add_prompt_spans();
-      span->set_start(static_cast<int32_t>(begin));
-      span->set_end(static_cast<int32_t>(end));
-    }
-    header->set_prompt_text(p.prompt.text);
-    header->set_template_date(p.prompt.template_date);
-    FillModelInfo(header->mutable_model());
-    v1::ResolvedCapture* capture = header->mutable_capture();
-    for (int layer : p.capture.layers) capture->add_layers(layer);
-    for (int head : p.capture.heads) capture->add_heads(head);
-    capture->set_dtype(session::ToWireDType(p.capture.dtype));
-    capture->set_rows(session::ToWireRows(p.capture.rows));
-    header->set_estimated_capture_bytes(p.estimated_capture_bytes);
-    header->set_max_chunk_bytes(max_chunk_bytes);
-    header->set_queue_seconds(rec.queue_seconds);
-    InterventionsToWire(p.interventions.items, header->mutable_interventions());
+    v1::GenerateResponse header_message =
+        MakeHeader(p, *model, rec.admission.request_id, max_chunk_bytes, rec.queue_seconds);
     if (!stream.Push(std::move(header_message)).ok()) return;
 
     AttentionChunker chunker(p.capture, static_cast<int>(p.prompt.ids.size()), max_chunk_bytes,
@@ -465,21 +381,11 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
       stream.Close(ToGrpcStatus(status));
       return;
     }
-    v1::GenerateResponse final_message;
-    v1::Final* final = final_message.mutable_final();
-    const GenerationResult& result = outcome->result;
-    std::vector<int64_t> generated(result.token_ids.begin() + result.prompt_length,
-                                   result.token_ids.end());
-    for (int64_t id : generated) final->add_generated_ids(id);
-    final->set_generated_text(outcome->generated_text);
-    final->set_stop_reason(result.stop_reason);
-    final->set_prompt_tokens(result.prompt_length);
-    final->set_generated_tokens(static_cast<int32_t>(generated.size()));
-    rec.generated_tokens = static_cast<int>(generated.size());
-    FillTimings(result, rec.queue_seconds, rec.admission.arrival, final->mutable_timings());
-    final->set_total_chunks(chunker.chunks_sent());
-    final->set_total_attention_bytes(chunker.bytes_sent());
-    final->set_data_crc32(chunker.data_crc32());
+    rec.generated_tokens =
+        static_cast<int>(outcome->result.token_ids.size()) - outcome->result.prompt_length;
+    v1::GenerateResponse final_message =
+        MakeFinal(*outcome, rec.queue_seconds, SecondsSince(rec.admission.arrival),
+                  {chunker.chunks_sent(), chunker.bytes_sent(), chunker.data_crc32()});
     if (!stream.Push(std::move(final_message)).ok()) return;
     stream.Close(grpc::Status::OK);
   });
@@ -533,37 +439,9 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
       return;
     }
     record->generated_tokens = outcome->generated_tokens;
-    const analysis::HeadReport* report = &outcome->report;
-    const GenerationResult* result = &outcome->result;
-    const std::string& text = outcome->generated_text;
-    v1::AnalyzeResponse reply;
-    reply.set_request_id(record->admission.request_id);
-    reply.set_report_json(analysis::ReportToJson(*report).dump());
-    for (const analysis::LayerReport& layer : report->layers) {
-      v1::LayerSummary* summary = reply.add_layers();
-      summary->set_layer(layer.layer);
-      summary->set_num_heads(layer.stats.num_heads);
-      summary->set_seq_length(layer.stats.seq_length);
-      summary->set_mean_attention(layer.stats.mean_attention);
-      summary->set_max_attention(layer.stats.max_attention);
-      summary->set_attention_entropy(layer.stats.attention_entropy);
-      for (const analysis::HeadEntry& head : layer.heads) {
-        v1::HeadSummary* row = reply.add_heads();
-        row->set_layer(layer.layer);
-        row->set_head(head.head);
-        FillHeadMetrics(head.metrics, row->mutable_all_rows());
-        if (head.generated_rows) {
-          FillHeadMetrics(*head.generated_rows, row->mutable_generated_rows());
-        }
-        row->set_type(head.metrics.type);
-      }
-    }
-    for (int64_t id : result->token_ids) reply.add_token_ids(id);
-    reply.set_prompt_length(result->prompt_length);
-    reply.set_generated_text(text);
-    reply.set_stop_reason(result->stop_reason);
-    InterventionsToWire(prepared.interventions.items, reply.mutable_interventions());
-    FillTimings(*result, record->queue_seconds, record->admission.arrival, reply.mutable_timings());
+    v1::AnalyzeResponse reply =
+        MakeAnalyzeResponse(*outcome, record->admission.request_id, record->queue_seconds,
+                            SecondsSince(record->admission.arrival), prepared);
     const uint64_t reply_bytes = reply.ByteSizeLong();
     if (reply_bytes > max_reply_bytes) {
       UnaryCall::FinishOnce(
@@ -590,7 +468,7 @@ grpc::ServerUnaryReactor* AttnScopeService::GetModelInfo(grpc::CallbackServerCon
   auto* reactor = new UnaryCall(record);
   if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
   reactor->FinishOnce(grpc::Status::OK, [&] {
-    FillModelInfo(response->mutable_model());
+    FillModelInfo(*model_, response->mutable_model());
     v1::ServerLimits* limits = response->mutable_limits();
     limits->set_max_prompt_tokens(config_.limits.max_prompt_tokens);
     limits->set_max_new_tokens(config_.limits.max_new_tokens);

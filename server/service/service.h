@@ -64,7 +64,6 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
 
  private:
   absl::StatusOr<Admission> Admit(grpc::CallbackServerContext* context);
-  void FillModelInfo(v1::ModelInfo* info) const;
 
   const ServerConfig config_;
   const ApiKeyTable keys_;

@@ -158,6 +158,7 @@ TEST_F(GoldenServerTest, CaptureOverGrpcMatchesTheGoldenDumps) {
   }
   EXPECT_EQ(summary->final_message.stop_reason(), "max_new_tokens");
   EXPECT_GT(summary->final_message.total_chunks(), 0u);
+  EXPECT_EQ(summary->header.max_new_tokens(), 12);  // the resolved length, before Final
 }
 
 TEST_F(GoldenServerTest, CaptureOverGrpcEqualsTheLocalFileTensorForTensor) {
@@ -346,6 +347,7 @@ TEST_F(GoldenServerTest, GetModelInfoDescribesTheCheckpoint) {
   EXPECT_EQ(response.model().num_layers(), 2);
   EXPECT_EQ(response.model().num_attention_heads(), 4);
   EXPECT_EQ(response.model().num_key_value_heads(), 2);
+  EXPECT_EQ(response.model().query_heads_per_kv_head(), 2);  // 4 / 2: heads 0,1 -> kv 0
   EXPECT_EQ(response.model().vocab_size(), 512);
   EXPECT_EQ(response.model().name(), "model");
   EXPECT_FALSE(response.model().has_tokenizer());

@@ -565,6 +565,15 @@ TEST_F(ReceiverTest, MissingFinalIsDetected) {
   EXPECT_NE(receiver_.Finish().message().find("no Final"), std::string::npos);
 }
 
+TEST_F(ReceiverTest, KeyLengthOtherThanFirstRowPlusNumRowsIsCorrupt) {
+  // The contract: key_length == first_row + num_rows (the proto's AttentionChunk).
+  ASSERT_TRUE(receiver_.OnMessage(Chunk(0, 0, 2, 2)).ok());
+  ASSERT_TRUE(receiver_.OnMessage(Token()).ok());
+  absl::Status short_keys = receiver_.OnMessage(Chunk(1, 2, 1, 2));
+  EXPECT_EQ(short_keys.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(short_keys.message().find("key_length 2"), std::string::npos) << short_keys;
+}
+
 TEST_F(ReceiverTest, SizeMismatchIsDetected) {
   v1::GenerateResponse chunk = Chunk(0, 0, 2, 2);
   chunk.mutable_chunk()->mutable_data()->pop_back();

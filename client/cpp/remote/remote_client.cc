@@ -124,7 +124,7 @@ absl::Status CaptureStreamReceiver::AddChunk(const v1::AttentionChunk& chunk) {
                                static_cast<int>(header_->capture().dtype())));
   }
   if (chunk.num_rows() < 1 || chunk.key_length() < 1 || chunk.first_row() < 0 ||
-      chunk.key_length() > chunk.first_row() + chunk.num_rows()) {
+      chunk.key_length() != chunk.first_row() + chunk.num_rows()) {
     return Broken(absl::StrCat("chunk ", chunk.sequence_number(), " has rows [", chunk.first_row(),
                                ", +", chunk.num_rows(), ") and key_length ", chunk.key_length()));
   }

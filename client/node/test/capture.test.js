@@ -102,3 +102,21 @@ test('the half-float decoder matches IEEE binary16', () => {
   assert.strictEqual(halfToFloat(0x0001), Math.pow(2, -24));
   assert.strictEqual(halfToFloat(0x7c00), Infinity);
 });
+
+test('every field the client sends exists in the .proto; a misspelled one is refused', () => {
+  const {buildRequest, parseArgs, checkFields, enumValues} = require('../capture.js');
+  for (const argv of [['--text', 'Net sales', '--dtype', 'float16', '--layers', '0,-1'],
+    ['--message', 'hi', '--heads', '1', '--dtype', 'bfloat16'], ['--ids', '1,2,3']]) {
+    const request = buildRequest(parseArgs(argv));
+    assert.doesNotThrow(() => checkFields('GenerateRequest', request));
+    assert.strictEqual(request.generation.greedy, undefined);
+  }
+  assert.strictEqual(buildRequest(parseArgs(['--ids', '1', '--dtype', 'float16'])).capture.dtype,
+      enumValues('DType').DTYPE_FLOAT16);
+  // The old bug: generation.greedy does not exist, proto-loader would drop it silently.
+  assert.throws(() => checkFields('GenerateRequest', {generation: {greedy: true}}),
+      /generation\.greedy: attnscope\.v1\.GenerationParams has no field greedy/);
+  assert.throws(() => checkFields('GenerateRequest', {messages: {messages: [{role: 'user', contnet: 'x'}]}}),
+      /messages\.messages\.contnet/);
+  assert.throws(() => checkFields('GenerateRequest', {capture: {dtpye: 2}}), /capture\.dtpye/);
+});

@@ -16,13 +16,18 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from attnscope import _protogen
 from attnscope.capture import Capture
 from attnscope.errors import IncompleteStreamError
 from attnscope.safetensors_io import bfloat16_bits_to_float32
 
-# proto DType value -> (name, numpy dtype of the wire bytes)
-_DTYPES = {0: ("float32", "<f4"), 1: ("float32", "<f4"), 2: ("float16", "<f2"), 3: ("bfloat16", "<u2")}
-ROWS_ALL, ROWS_PROMPT_ONLY, ROWS_GENERATED_ONLY = 0, 1, 2
+pb2, _ = _protogen.load()
+
+# proto DType value (the generated constants, never hand-typed numbers) -> (name, numpy dtype
+# of the wire bytes). DTYPE_UNSPECIFIED means float32.
+_DTYPES = {pb2.DTYPE_UNSPECIFIED: ("float32", "<f4"), pb2.DTYPE_FLOAT32: ("float32", "<f4"),
+           pb2.DTYPE_FLOAT16: ("float16", "<f2"), pb2.DTYPE_BFLOAT16: ("bfloat16", "<u2")}
+ROWS_ALL, ROWS_PROMPT_ONLY, ROWS_GENERATED_ONLY = pb2.ROWS_ALL, pb2.ROWS_PROMPT_ONLY, pb2.ROWS_GENERATED_ONLY
 
 
 class StreamAssembler:
@@ -103,7 +108,7 @@ class StreamAssembler:
         if list(chunk.shape) != shape:
             raise IncompleteStreamError(f"{where}: shape {list(chunk.shape)} is not [heads, rows, keys] = {shape}")
         if chunk.num_rows <= 0 or chunk.first_row < 0 or chunk.key_length <= 0 or \
-                chunk.key_length > chunk.first_row + chunk.num_rows:
+                chunk.key_length != chunk.first_row + chunk.num_rows:
             raise IncompleteStreamError(f"{where}: invalid rows/key_length (key_length {chunk.key_length})")
         element_count = shape[0] * shape[1] * shape[2]
         expected_bytes = element_count * np.dtype(self._wire_dtype).itemsize
@@ -192,7 +197,8 @@ class StreamAssembler:
             attention_by_layer=attention,
             tokens=tokens,
             generated_text=final.generated_text,
-            model=f"{model.name} sha256:{model.config_sha256[:16]}" if model.config_sha256 else model.name,
+            # "NAME fnv1a64:<hash>", the label the command line writes for the same stream.
+            model=f"{model.name} {model.config_sha256}" if model.config_sha256 else model.name,
             dtype=self._dtype_name,
             stop_reason=final.stop_reason,
             prompt_text=self.header.prompt_text,
