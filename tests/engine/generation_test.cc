@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "server/engine/capture_file.h"
 #include "server/engine/engine.h"
@@ -117,6 +118,50 @@ TEST_F(TinyModelTest, HeadAndLayerSelectionAndRowSelection) {
             i >= prompt ? full[(static_cast<size_t>(head) * total + i) * total + j] : 0.0f;
         ASSERT_EQ(picked[(static_cast<size_t>(k) * total + i) * total + j], expected);
       }
+  }
+}
+
+TEST_F(TinyModelTest, TwoGenerationsAtOnceOnOneEngineEqualTheirSequentialResults) {
+  // The contract in engine.h: concurrent calls on one Engine give what sequential ones give.
+  GenerationParams greedy;
+  greedy.max_new_tokens = 16;
+  greedy.ignore_eos = true;
+  GenerationParams sampled = greedy;
+  sampled.greedy = false;
+  sampled.temperature = 1.3f;
+  sampled.top_k = 40;
+  sampled.seed = 5;
+  const std::vector<int64_t> other_prompt = {257, 72, 101, 108, 108, 111, 258, 10, 257};
+  CaptureSpec some = All();
+  some.layers = {1, 3};
+  some.heads = {0, 5, 7};
+  CaptureFileObserver first_alone(All()), second_alone(some);
+  auto first_expected = engine_->Generate(prompt_, greedy, All(), &first_alone);
+  auto second_expected = engine_->Generate(other_prompt, sampled, some, &second_alone);
+  ASSERT_TRUE(first_expected.ok() && second_expected.ok());
+  for (int round = 0; round < 3; ++round) {
+    CaptureFileObserver first_observer(All()), second_observer(some);
+    absl::StatusOr<GenerationResult> first, second;
+    std::thread a([&] { first = engine_->Generate(prompt_, greedy, All(), &first_observer); });
+    std::thread b(
+        [&] { second = engine_->Generate(other_prompt, sampled, some, &second_observer); });
+    a.join();
+    b.join();
+    ASSERT_TRUE(first.ok() && second.ok());
+    EXPECT_EQ(first->token_ids, first_expected->token_ids);
+    EXPECT_EQ(second->token_ids, second_expected->token_ids);
+    const int t1 = static_cast<int>(first->token_ids.size());
+    const int t2 = static_cast<int>(second->token_ids.size());
+    for (int layer : All().layers) {
+      EXPECT_EQ(Floats(first_observer.assembler(), layer, t1),
+                Floats(first_alone.assembler(), layer, t1))
+          << "round " << round << " layer " << layer;
+    }
+    for (int layer : some.layers) {
+      EXPECT_EQ(Floats(second_observer.assembler(), layer, t2),
+                Floats(second_alone.assembler(), layer, t2))
+          << "round " << round << " layer " << layer;
+    }
   }
 }
 
