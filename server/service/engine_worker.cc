@@ -1,13 +1,18 @@
 #include "server/service/engine_worker.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace attnscope::service {
 
-EngineWorker::EngineWorker(int queue_length, int workers)
-    : queue_length_(queue_length), workers_(std::max(1, workers)) {
+EngineWorker::EngineWorker(int queue_length, int workers, std::string waits_for,
+                           std::string workers_key)
+    : queue_length_(queue_length),
+      workers_(std::max(1, workers)),
+      waits_for_(std::move(waits_for)),
+      workers_key_(std::move(workers_key)) {
   for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { Run(); });
 }
 
@@ -28,9 +33,9 @@ absl::Status EngineWorker::Submit(std::function<void()> job) {
     const int waiting = std::max(0, static_cast<int>(jobs_.size()) + 1 - idle);
     if (waiting > queue_length_) {
       return absl::ResourceExhaustedError(
-          absl::StrCat("the server is busy: ", queue_length_,
-                       " requests already wait for the model (queue_length = ", queue_length_,
-                       ", concurrent_generations = ", workers_, "); retry later"));
+          absl::StrCat("the server is busy: ", queue_length_, " requests already wait for ",
+                       waits_for_, " (queue_length = ", queue_length_, ", ", workers_key_, " = ",
+                       workers_, "); retry later"));
     }
     jobs_.push_back(std::move(job));
   }

@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -19,8 +20,9 @@ namespace attnscope::service {
 class EngineWorker {
  public:
   // `queue_length`: requests that may wait while all workers run; `workers`: jobs that run
-  // at once (>= 1).
-  EngineWorker(int queue_length, int workers = 1);
+  // at once (>= 1). The refusal names what the requests wait for and the workers' config key.
+  EngineWorker(int queue_length, int workers = 1, std::string waits_for = "the model",
+               std::string workers_key = "concurrent_generations");
   ~EngineWorker();  // runs the jobs already queued, then joins
 
   // Queues `job`; RESOURCE_EXHAUSTED (saying the queue is full and its length) when
@@ -36,6 +38,8 @@ class EngineWorker {
 
   const int queue_length_;
   const int workers_;
+  const std::string waits_for_;
+  const std::string workers_key_;
   mutable std::mutex mutex_;
   std::condition_variable has_work_;
   std::deque<std::function<void()>> jobs_;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/service/attention_chunker.h"
+#include "server/service/prep_pool.h"
 #include "server/service/response_stream.h"
 #include "server/service/score_stream.h"
 #include "server/service/score_validation.h"
@@ -203,14 +204,20 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   static bool FinishOnce(const std::shared_ptr<State>& state, const grpc::Status& status,
                          const std::function<void()>& write_response) {
     UnaryCall* reactor = nullptr;
+    std::shared_ptr<RequestRecord> record;
     {
       std::lock_guard<std::mutex> lock(state->mutex);
       if (state->finished) return false;
       state->finished = true;
       if (write_response) write_response();
       reactor = state->reactor;
+      // The call's slots (in flight, its key's concurrency) end with its reply, not at
+      // OnDone, which gRPC may run much later while its callback threads parse other
+      // requests: a client that sends its next request on the reply must find its slot free.
+      // Work still running (an engine or preparation job) holds its own reference.
+      record = std::move(state->record);
     }
-    state->record->status = status;
+    record->status = status;
     reactor->Finish(status);
     return true;
   }
@@ -249,16 +256,31 @@ bool AdmitOrFinish(absl::StatusOr<Admission> admission, RequestRecord& record, U
   return true;
 }
 
+// A drain ends the unary call through its shared state (InFlightToken::SetEnd).
+void EndOnDrain(RequestRecord& record, const std::shared_ptr<UnaryCall::State>& state) {
+  // Weak: the state holds the record, which holds this hook's token.
+  record.admission.in_flight->SetEnd(
+      [weak = std::weak_ptr<UnaryCall::State>(state)](const grpc::Status& status) {
+        if (std::shared_ptr<UnaryCall::State> state = weak.lock()) {
+          state->cancelled->store(true);
+          UnaryCall::FinishOnce(state, status, nullptr);
+        }
+      });
+}
+
 }  // namespace
 
 AttnScopeService::AttnScopeService(ServerConfig config, ApiKeyTable keys)
     : config_(std::move(config)),
       keys_(std::move(keys)),
       request_id_prefix_(MakeRequestIdPrefix()),
-      worker_(
-          std::make_unique<EngineWorker>(config_.queue_length, config_.concurrent_generations)) {}
+      worker_(std::make_unique<EngineWorker>(config_.queue_length, config_.concurrent_generations)),
+      prep_(MakePreparationPool(config_.queue_length, config_.concurrent_generations)) {}
 
-AttnScopeService::~AttnScopeService() { worker_.reset(); }
+AttnScopeService::~AttnScopeService() {
+  prep_.reset();  // its queued jobs may still submit to the engine's queue
+  worker_.reset();
+}
 
 void AttnScopeService::BeginDrain() {
   draining_.store(true);
@@ -329,17 +351,6 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
   auto call = std::make_shared<GenerateCall>();
   call->record = record;
   call->deadline = context->deadline();
-  absl::StatusOr<session::Request> converted = session::FromProto(*request);
-  absl::StatusOr<session::PreparedGeneration> prepared =
-      converted.ok() ? session::PrepareGeneration(*converted, model_view(), config_.limits)
-                     : absl::StatusOr<session::PreparedGeneration>(converted.status());
-  if (!prepared.ok()) {
-    reactor->FinishNow(ToGrpcStatus(prepared.status()));
-    return reactor;
-  }
-  call->prepared = *std::move(prepared);
-  record->input_tokens = static_cast<int>(call->prepared.prompt.ids.size());
-
   call->stream = std::make_shared<ResponseStream>(
       config_.streaming.stream_queue_bytes,
       std::chrono::milliseconds(
@@ -353,7 +364,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
 
   const session::LoadedModel* model = model_.get();
   const uint64_t max_chunk_bytes = config_.streaming.max_message_bytes;
-  absl::Status submitted = worker_->Submit([call, model, max_chunk_bytes] {
+  auto engine_job = [call, model, max_chunk_bytes] {
     RequestRecord& rec = *call->record;
     rec.queue_seconds = SecondsSince(rec.admission.arrival);
     rec.admission.in_flight->MarkStarted();
@@ -388,8 +399,25 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
                   {chunker.chunks_sent(), chunker.bytes_sent(), chunker.data_crc32()});
     if (!stream.Push(std::move(final_message)).ok()) return;
     stream.Close(grpc::Status::OK);
-  });
-  if (!submitted.ok()) call->stream->Close(ToGrpcStatus(submitted));
+  };
+  // Conversion, validation, tokenization and chat rendering, off gRPC's callback threads.
+  absl::Status queued = prep_->Submit(
+      [this, call, engine_job = std::move(engine_job), owned = TakeRequest(request)]() mutable {
+        if (!call->stream->CheckOpen().ok()) return;  // cancelled or drained while waiting
+        absl::StatusOr<session::Request> converted = session::FromProto(*owned);
+        absl::StatusOr<session::PreparedGeneration> prepared =
+            converted.ok() ? session::PrepareGeneration(*converted, model_view(), config_.limits)
+                           : absl::StatusOr<session::PreparedGeneration>(converted.status());
+        if (!prepared.ok()) {
+          call->stream->Close(ToGrpcStatus(prepared.status()));
+          return;
+        }
+        call->prepared = *std::move(prepared);
+        call->record->input_tokens = static_cast<int>(call->prepared.prompt.ids.size());
+        absl::Status submitted = worker_->Submit(std::move(engine_job));
+        if (!submitted.ok()) call->stream->Close(ToGrpcStatus(submitted));
+      });
+  if (!queued.ok()) call->stream->Close(ToGrpcStatus(queued));
   return reactor;
 }
 
@@ -401,31 +429,14 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   record->client_tag = request->client_tag().substr(0, 128);
   auto* reactor = new UnaryCall(record);
   if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
-  // Everything is checked here, before the request joins the queue.
-  absl::StatusOr<session::Request> converted = session::FromProto(*request);
-  absl::StatusOr<session::PreparedAnalysis> prepared =
-      converted.ok() ? session::PrepareAnalysis(*converted, model_view(), config_.limits)
-                     : absl::StatusOr<session::PreparedAnalysis>(converted.status());
-  if (!prepared.ok()) {
-    reactor->FinishOnce(ToGrpcStatus(prepared.status()), nullptr);
-    return reactor;
-  }
-  record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
-
   const session::LoadedModel* model = model_.get();
   const auto deadline = context->deadline();
   auto state = reactor->state();
-  // Weak: the state holds the record, which holds this hook's token.
-  record->admission.in_flight->SetEnd(
-      [weak = std::weak_ptr<UnaryCall::State>(state)](const grpc::Status& status) {
-        if (std::shared_ptr<UnaryCall::State> state = weak.lock()) {
-          state->cancelled->store(true);
-          UnaryCall::FinishOnce(state, status, nullptr);
-        }
-      });
-  absl::Status submitted = worker_->Submit([state, record, model, deadline, response,
-                                            max_reply_bytes = config_.limits.max_reply_bytes,
-                                            prepared = *std::move(prepared)]() mutable {
+  EndOnDrain(*record, state);
+  auto shared_prepared = std::make_shared<session::PreparedAnalysis>();
+  auto engine_job = [state, record, model, deadline, response,
+                     max_reply_bytes = config_.limits.max_reply_bytes, shared_prepared]() {
+    const session::PreparedAnalysis& prepared = *shared_prepared;
     record->queue_seconds = SecondsSince(record->admission.arrival);
     record->admission.in_flight->MarkStarted();
     if (state->cancelled->load()) return;
@@ -455,8 +466,27 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
       return;
     }
     UnaryCall::FinishOnce(state, grpc::Status::OK, [&] { *response = std::move(reply); });
-  });
-  if (!submitted.ok()) reactor->FinishOnce(ToGrpcStatus(submitted), nullptr);
+  };
+  // Everything is checked there, off gRPC's callback threads, before the request joins the
+  // engine's queue.
+  absl::Status queued =
+      prep_->Submit([this, state, record, shared_prepared, engine_job = std::move(engine_job),
+                     owned = TakeRequest(request)]() mutable {
+        if (state->cancelled->load()) return;
+        absl::StatusOr<session::Request> converted = session::FromProto(*owned);
+        absl::StatusOr<session::PreparedAnalysis> prepared =
+            converted.ok() ? session::PrepareAnalysis(*converted, model_view(), config_.limits)
+                           : absl::StatusOr<session::PreparedAnalysis>(converted.status());
+        if (!prepared.ok()) {
+          UnaryCall::FinishOnce(state, ToGrpcStatus(prepared.status()), nullptr);
+          return;
+        }
+        record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
+        *shared_prepared = *std::move(prepared);
+        absl::Status submitted = worker_->Submit(std::move(engine_job));
+        if (!submitted.ok()) UnaryCall::FinishOnce(state, ToGrpcStatus(submitted), nullptr);
+      });
+  if (!queued.ok()) reactor->FinishOnce(ToGrpcStatus(queued), nullptr);
   return reactor;
 }
 
@@ -493,36 +523,47 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
   record->method = "Tokenize";
   auto* reactor = new UnaryCall(record);
   if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
-  const session::ModelView view = model_view();
-  absl::StatusOr<session::Request> converted = session::FromProto(*request);
-  absl::StatusOr<PreparedPrompt> input = converted.ok()
-                                             ? session::ResolvePromptInput(converted->input, view)
-                                             : absl::StatusOr<PreparedPrompt>(converted.status());
-  if (!input.ok()) {
-    reactor->FinishOnce(ToGrpcStatus(input.status()), nullptr);
-    return reactor;
-  }
-  if (static_cast<int>(input->ids.size()) > config_.limits.max_prompt_tokens) {
-    reactor->FinishOnce(ToGrpcStatus(session::CheckTokenLimits(static_cast<int>(input->ids.size()),
-                                                               0, *view.config, config_.limits)),
-                        nullptr);
-    return reactor;
-  }
-  record->input_tokens = static_cast<int>(input->ids.size());
-  reactor->FinishOnce(grpc::Status::OK, [&] {
-    for (int64_t id : input->ids) response->add_ids(id);
-    for (const std::string& token : input->tokens) response->add_tokens(token);
-    for (const auto& [begin, end] : input->spans) {
-      v1::TokenSpan* span = response->add_spans();
-      span->set_start(static_cast<int32_t>(begin));
-      span->set_end(static_cast<int32_t>(end));
-    }
-    if (request->input_case() == v1::TokenizeRequest::kIds) {
-      if (view.tokenizer() != nullptr) response->set_text(view.tokenizer()->Decode(input->ids));
-    } else {
-      response->set_text(input->text);
-    }
-  });
+  auto state = reactor->state();
+  EndOnDrain(*record, state);
+  // Tokenization and chat rendering run off gRPC's callback threads.
+  absl::Status queued =
+      prep_->Submit([this, state, record, response, owned = TakeRequest(request)] {
+        if (state->cancelled->load()) return;
+        const session::ModelView view = model_view();
+        absl::StatusOr<session::Request> converted = session::FromProto(*owned);
+        absl::StatusOr<PreparedPrompt> input =
+            converted.ok() ? session::ResolvePromptInput(converted->input, view)
+                           : absl::StatusOr<PreparedPrompt>(converted.status());
+        if (!input.ok()) {
+          UnaryCall::FinishOnce(state, ToGrpcStatus(input.status()), nullptr);
+          return;
+        }
+        if (static_cast<int>(input->ids.size()) > config_.limits.max_prompt_tokens) {
+          UnaryCall::FinishOnce(
+              state,
+              ToGrpcStatus(session::CheckTokenLimits(static_cast<int>(input->ids.size()), 0,
+                                                     *view.config, config_.limits)),
+              nullptr);
+          return;
+        }
+        record->input_tokens = static_cast<int>(input->ids.size());
+        UnaryCall::FinishOnce(state, grpc::Status::OK, [&] {
+          for (int64_t id : input->ids) response->add_ids(id);
+          for (const std::string& token : input->tokens) response->add_tokens(token);
+          for (const auto& [begin, end] : input->spans) {
+            v1::TokenSpan* span = response->add_spans();
+            span->set_start(static_cast<int32_t>(begin));
+            span->set_end(static_cast<int32_t>(end));
+          }
+          if (owned->input_case() == v1::TokenizeRequest::kIds) {
+            if (view.tokenizer() != nullptr)
+              response->set_text(view.tokenizer()->Decode(input->ids));
+          } else {
+            response->set_text(input->text);
+          }
+        });
+      });
+  if (!queued.ok()) reactor->FinishOnce(ToGrpcStatus(queued), nullptr);
   return reactor;
 }
 
@@ -542,62 +583,72 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
     return reactor;
   }
   record->admission = *std::move(admission);
-  // Everything is checked here, before the request joins the queue.
-  absl::StatusOr<PreparedScore> prepared = PrepareScore(*request, model_view(), config_.limits);
-  if (!prepared.ok()) {
-    ScoreReactor::Close(state, ToGrpcStatus(prepared.status()));
-    return reactor;
-  }
-  record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
   const session::LoadedModel* model = model_.get();
   const auto deadline = context->deadline();
   const InterventionLimits limits = session::InterventionLimitsOf(config_.limits);
-  absl::Status submitted =
-      worker_->Submit([state, record, model, deadline, limits, p = *std::move(prepared)] {
-        record->queue_seconds = SecondsSince(record->admission.arrival);
+  auto shared_prepared = std::make_shared<PreparedScore>();
+  auto engine_job = [state, record, model, deadline, limits, shared_prepared] {
+    const PreparedScore& p = *shared_prepared;
+    record->queue_seconds = SecondsSince(record->admission.arrival);
+    if (state->cancelled.load()) return;
+    const auto model_start = Clock::now();
+    v1::ScoreResponse message;
+    v1::ScoreResult* reply = message.mutable_result();
+    reply->set_request_id(record->admission.request_id);
+    for (int64_t id : p.prompt.ids) reply->add_prompt_ids(id);
+    InterventionsToWire(p.interventions.items, reply->mutable_interventions());
+    absl::Status status;
+    if (p.sweep_mode) {
+      auto progress = [&](int done, int total) -> absl::Status {
+        if (state->cancelled.load()) return absl::CancelledError("cancelled by the client");
+        ATTNSCOPE_RETURN_IF_ERROR(DeadlineCheck(deadline));
+        v1::ScoreResponse update;
+        update.mutable_progress()->set_done(done);
+        update.mutable_progress()->set_total(total);
+        ScoreReactor::Push(state, std::move(update));
+        return absl::OkStatus();
+      };
+      absl::StatusOr<SweepResult> sweep =
+          model->engine->Sweep(p.prompt.ids, p.candidates, p.sweep, progress, limits);
+      status = sweep.status();
+      if (sweep.ok()) {
+        ScoreResultToWire(sweep->clean, reply);
+        SweepCellsToWire(sweep->cells, reply);
+      }
+    } else {
+      absl::StatusOr<ScoreResult> score =
+          model->engine->Score(p.prompt.ids, p.candidates, &p.interventions, limits);
+      status = score.status();
+      if (score.ok()) ScoreResultToWire(*score, reply);
+    }
+    if (!status.ok()) {
+      ScoreReactor::Close(state, ToGrpcStatus(status));
+      return;
+    }
+    v1::Timings* timings = reply->mutable_timings();
+    timings->set_queue_seconds(record->queue_seconds);
+    timings->set_prefill_seconds(SecondsSince(model_start));
+    timings->set_total_seconds(SecondsSince(record->admission.arrival));
+    ScoreReactor::Push(state, std::move(message));
+    ScoreReactor::Close(state, grpc::Status::OK);
+  };
+  // Everything is checked there, off gRPC's callback threads, before the request joins the
+  // engine's queue.
+  absl::Status queued =
+      prep_->Submit([this, state, record, shared_prepared, engine_job = std::move(engine_job),
+                     owned = TakeRequest(request)]() mutable {
         if (state->cancelled.load()) return;
-        const auto model_start = Clock::now();
-        v1::ScoreResponse message;
-        v1::ScoreResult* reply = message.mutable_result();
-        reply->set_request_id(record->admission.request_id);
-        for (int64_t id : p.prompt.ids) reply->add_prompt_ids(id);
-        InterventionsToWire(p.interventions.items, reply->mutable_interventions());
-        absl::Status status;
-        if (p.sweep_mode) {
-          auto progress = [&](int done, int total) -> absl::Status {
-            if (state->cancelled.load()) return absl::CancelledError("cancelled by the client");
-            ATTNSCOPE_RETURN_IF_ERROR(DeadlineCheck(deadline));
-            v1::ScoreResponse update;
-            update.mutable_progress()->set_done(done);
-            update.mutable_progress()->set_total(total);
-            ScoreReactor::Push(state, std::move(update));
-            return absl::OkStatus();
-          };
-          absl::StatusOr<SweepResult> sweep =
-              model->engine->Sweep(p.prompt.ids, p.candidates, p.sweep, progress, limits);
-          status = sweep.status();
-          if (sweep.ok()) {
-            ScoreResultToWire(sweep->clean, reply);
-            SweepCellsToWire(sweep->cells, reply);
-          }
-        } else {
-          absl::StatusOr<ScoreResult> score =
-              model->engine->Score(p.prompt.ids, p.candidates, &p.interventions, limits);
-          status = score.status();
-          if (score.ok()) ScoreResultToWire(*score, reply);
-        }
-        if (!status.ok()) {
-          ScoreReactor::Close(state, ToGrpcStatus(status));
+        absl::StatusOr<PreparedScore> prepared = PrepareScore(*owned, model_view(), config_.limits);
+        if (!prepared.ok()) {
+          ScoreReactor::Close(state, ToGrpcStatus(prepared.status()));
           return;
         }
-        v1::Timings* timings = reply->mutable_timings();
-        timings->set_queue_seconds(record->queue_seconds);
-        timings->set_prefill_seconds(SecondsSince(model_start));
-        timings->set_total_seconds(SecondsSince(record->admission.arrival));
-        ScoreReactor::Push(state, std::move(message));
-        ScoreReactor::Close(state, grpc::Status::OK);
+        record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
+        *shared_prepared = *std::move(prepared);
+        absl::Status submitted = worker_->Submit(std::move(engine_job));
+        if (!submitted.ok()) ScoreReactor::Close(state, ToGrpcStatus(submitted));
       });
-  if (!submitted.ok()) ScoreReactor::Close(state, ToGrpcStatus(submitted));
+  if (!queued.ok()) ScoreReactor::Close(state, ToGrpcStatus(queued));
   return reactor;
 }
 

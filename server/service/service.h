@@ -74,6 +74,9 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   std::atomic<uint64_t> next_request_number_{1};
   std::string request_id_prefix_;
   std::unique_ptr<EngineWorker> worker_;
+  // Prompt preparation (server/service/prep_pool.h); its jobs submit to worker_, so it is
+  // declared after it (destroyed first).
+  std::unique_ptr<EngineWorker> prep_;
 };
 
 }  // namespace attnscope::service
