@@ -7,8 +7,14 @@
 // RESOURCE_EXHAUSTED), and then joins the engine's queue.
 #pragma once
 
-#include <memory>
+#include <grpcpp/support/status.h>
+#include <spdlog/spdlog.h>
 
+#include <exception>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
 #include "server/service/engine_worker.h"
 
 namespace attnscope::service {
@@ -27,6 +33,28 @@ std::shared_ptr<const Message> TakeRequest(const Message* request) {
   auto owned = std::make_shared<Message>();
   owned->Swap(const_cast<Message*>(request));
   return owned;
+}
+
+// Queues `job` on the preparation pool. An exception escaping it (std::bad_alloc under a
+// memory limit, a library that throws) is logged and ends the call through `fail` with
+// INTERNAL, instead of terminating the server from the pool's thread.
+template <typename Job, typename Fail>
+absl::Status SubmitPreparation(EngineWorker& pool, const char* method, Job job, Fail fail) {
+  return pool.Submit([method, job = std::move(job), fail = std::move(fail)]() mutable {
+    std::string what;
+    try {
+      job();
+      return;
+    } catch (const std::exception& error) {
+      what = error.what();
+    } catch (...) {
+      what = "an exception of unknown type";
+    }
+    spdlog::error("{}: exception while preparing the request: {}", method, what);
+    fail(
+        grpc::Status(grpc::StatusCode::INTERNAL,
+                     absl::StrCat(method, ": internal error while preparing the request: ", what)));
+  });
 }
 
 }  // namespace attnscope::service

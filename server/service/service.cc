@@ -401,7 +401,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
     stream.Close(grpc::Status::OK);
   };
   // Conversion, validation, tokenization and chat rendering, off gRPC's callback threads.
-  absl::Status queued = prep_->Submit(
+  absl::Status queued = SubmitPreparation(
+      *prep_, "GenerateWithAttention",
       [this, call, engine_job = std::move(engine_job), owned = TakeRequest(request)]() mutable {
         if (!call->stream->CheckOpen().ok()) return;  // cancelled or drained while waiting
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
@@ -416,7 +417,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
         call->record->input_tokens = static_cast<int>(call->prepared.prompt.ids.size());
         absl::Status submitted = worker_->Submit(std::move(engine_job));
         if (!submitted.ok()) call->stream->Close(ToGrpcStatus(submitted));
-      });
+      },
+      [call](const grpc::Status& status) { call->stream->Close(status); });
   if (!queued.ok()) call->stream->Close(ToGrpcStatus(queued));
   return reactor;
 }
@@ -469,9 +471,10 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   };
   // Everything is checked there, off gRPC's callback threads, before the request joins the
   // engine's queue.
-  absl::Status queued =
-      prep_->Submit([this, state, record, shared_prepared, engine_job = std::move(engine_job),
-                     owned = TakeRequest(request)]() mutable {
+  absl::Status queued = SubmitPreparation(
+      *prep_, "AnalyzeHeads",
+      [this, state, record, shared_prepared, engine_job = std::move(engine_job),
+       owned = TakeRequest(request)]() mutable {
         if (state->cancelled->load()) return;
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
         absl::StatusOr<session::PreparedAnalysis> prepared =
@@ -485,7 +488,8 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         *shared_prepared = *std::move(prepared);
         absl::Status submitted = worker_->Submit(std::move(engine_job));
         if (!submitted.ok()) UnaryCall::FinishOnce(state, ToGrpcStatus(submitted), nullptr);
-      });
+      },
+      [state](const grpc::Status& status) { UnaryCall::FinishOnce(state, status, nullptr); });
   if (!queued.ok()) reactor->FinishOnce(ToGrpcStatus(queued), nullptr);
   return reactor;
 }
@@ -526,8 +530,9 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
   auto state = reactor->state();
   EndOnDrain(*record, state);
   // Tokenization and chat rendering run off gRPC's callback threads.
-  absl::Status queued =
-      prep_->Submit([this, state, record, response, owned = TakeRequest(request)] {
+  absl::Status queued = SubmitPreparation(
+      *prep_, "Tokenize",
+      [this, state, record, response, owned = TakeRequest(request)] {
         if (state->cancelled->load()) return;
         const session::ModelView view = model_view();
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
@@ -562,7 +567,8 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
             response->set_text(input->text);
           }
         });
-      });
+      },
+      [state](const grpc::Status& status) { UnaryCall::FinishOnce(state, status, nullptr); });
   if (!queued.ok()) reactor->FinishOnce(ToGrpcStatus(queued), nullptr);
   return reactor;
 }
@@ -634,9 +640,10 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
   };
   // Everything is checked there, off gRPC's callback threads, before the request joins the
   // engine's queue.
-  absl::Status queued =
-      prep_->Submit([this, state, record, shared_prepared, engine_job = std::move(engine_job),
-                     owned = TakeRequest(request)]() mutable {
+  absl::Status queued = SubmitPreparation(
+      *prep_, "ScoreAnswers",
+      [this, state, record, shared_prepared, engine_job = std::move(engine_job),
+       owned = TakeRequest(request)]() mutable {
         if (state->cancelled.load()) return;
         absl::StatusOr<PreparedScore> prepared = PrepareScore(*owned, model_view(), config_.limits);
         if (!prepared.ok()) {
@@ -647,7 +654,8 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
         *shared_prepared = *std::move(prepared);
         absl::Status submitted = worker_->Submit(std::move(engine_job));
         if (!submitted.ok()) ScoreReactor::Close(state, ToGrpcStatus(submitted));
-      });
+      },
+      [state](const grpc::Status& status) { ScoreReactor::Close(state, status); });
   if (!queued.ok()) ScoreReactor::Close(state, ToGrpcStatus(queued));
   return reactor;
 }
