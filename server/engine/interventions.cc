@@ -9,20 +9,17 @@
 #include "analysis/terms.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/capture_spec.h"
+#include "server/status/field_error.h"
 
 namespace attnscope {
 namespace {
 
-absl::Status Invalid(const std::string& field, const std::string& value, const std::string& limit) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", limit));
-}
-
 absl::StatusOr<int> ResolveLayer(int layer, int count, const std::string& field) {
   const int64_t value = layer < 0 ? static_cast<int64_t>(count) + layer : layer;
   if (value < 0 || value >= count) {
-    return Invalid(field, absl::StrCat(layer),
-                   absl::StrCat("out of range; the model has ", count, " layers (valid: ", -count,
-                                "..", count - 1, ")"));
+    return FieldError(field, absl::StrCat(layer),
+                      absl::StrCat("out of range; the model has ", count,
+                                   " layers (valid: ", -count, "..", count - 1, ")"));
   }
   return static_cast<int>(value);
 }
@@ -31,7 +28,9 @@ absl::StatusOr<int> ResolveLayer(int layer, int count, const std::string& field)
 absl::StatusOr<std::vector<int>> ResolveHeads(const std::vector<int>& heads, int count,
                                               const std::string& field) {
   absl::StatusOr<std::vector<int>> resolved = ResolveIndices(heads, count, field);
-  if (!resolved.ok()) return absl::InvalidArgumentError(resolved.status().message());
+  if (!resolved.ok()) {
+    return WithRefusedField(absl::InvalidArgumentError(resolved.status().message()), field);
+  }
   return resolved;
 }
 
@@ -40,8 +39,8 @@ absl::Status CheckPositions(std::vector<int>* positions, int end, const std::str
   for (size_t j = 0; j < positions->size(); ++j) {
     const int p = (*positions)[j];
     if (p < 0 || p >= end) {
-      return Invalid(absl::StrCat(field, "[", j, "]"), absl::StrCat(p),
-                     absl::StrCat("must be in [0, ", end, ") (", what, ")"));
+      return FieldError(absl::StrCat(field, "[", j, "]"), absl::StrCat(p),
+                        absl::StrCat("must be in [0, ", end, ") (", what, ")"));
     }
   }
   std::sort(positions->begin(), positions->end());
@@ -61,9 +60,9 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
                                    int prompt_length, int max_length,
                                    const InterventionLimits& limits, const std::string& field) {
   if (static_cast<int>(set->items.size()) > limits.max_interventions) {
-    return Invalid(field, absl::StrCat(set->items.size(), " interventions"),
-                   absl::StrCat("exceeds the server limit limits.max_interventions = ",
-                                limits.max_interventions));
+    return FieldError(field, absl::StrCat(set->items.size(), " interventions"),
+                      absl::StrCat("exceeds the server limit limits.max_interventions = ",
+                                   limits.max_interventions));
   }
   std::map<std::pair<int, int>, size_t> named;  // (layer, head) -> intervention index
   for (size_t i = 0; i < set->items.size(); ++i) {
@@ -79,10 +78,10 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
     for (int head : item.heads) {
       auto [it, inserted] = named.emplace(std::make_pair(item.layer, head), i);
       if (!inserted) {
-        return Invalid(at, absl::StrCat("layer ", item.layer, " head ", head),
-                       absl::StrCat("already edited by ", field, "[", it->second,
-                                    "]; each head may be named by one intervention (two edits "
-                                    "of one head would overlap or contradict)"));
+        return FieldError(at, absl::StrCat("layer ", item.layer, " head ", head),
+                          absl::StrCat("already edited by ", field, "[", it->second,
+                                       "]; each head may be named by one intervention (two edits "
+                                       "of one head would overlap or contradict)"));
       }
     }
     switch (item.kind) {
@@ -91,12 +90,13 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
       case Intervention::Kind::kKnockout: {
         if (item.rows == KnockoutRows::kRange &&
             !(item.row_begin >= 0 && item.row_begin < item.row_end && item.row_end <= max_length)) {
-          return Invalid(at + ".rows", absl::StrCat("[", item.row_begin, ", ", item.row_end, ")"),
-                         absl::StrCat("must be a non-empty range inside [0, ", max_length,
-                                      ") (the sequence's positions)"));
+          return FieldError(at + ".rows",
+                            absl::StrCat("[", item.row_begin, ", ", item.row_end, ")"),
+                            absl::StrCat("must be a non-empty range inside [0, ", max_length,
+                                         ") (the sequence's positions)"));
         }
         if (item.key_positions.empty()) {
-          return Invalid(at + ".keys", "[]", "name at least one key position or term");
+          return FieldError(at + ".keys", "[]", "name at least one key position or term");
         }
         if (auto status = CheckPositions(&item.key_positions, max_length, at + ".keys",
                                          "the sequence's positions");
@@ -113,9 +113,9 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
                               : item.rows == KnockoutRows::kGenerated ? prompt_length
                                                                       : item.row_begin;
         if (first_row < first_free) {
-          return Invalid(at + ".keys", absl::StrCat("0..", first_free - 1),
-                         absl::StrCat("knocks out every key query row ", first_row,
-                                      " can see; leave it at least one key"));
+          return FieldError(at + ".keys", absl::StrCat("0..", first_free - 1),
+                            absl::StrCat("knocks out every key query row ", first_row,
+                                         " can see; leave it at least one key"));
         }
         break;
       }
@@ -130,23 +130,23 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
   }
   const bool patches = set->has_patches();
   if (patches && set->patch_source_ids.empty()) {
-    return Invalid("patch_source", "(absent)", "required by the patch interventions");
+    return FieldError("patch_source", "(absent)", "required by the patch interventions");
   }
   if (!patches && !set->patch_source_ids.empty()) {
-    return Invalid("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
-                   "given without any patch intervention");
+    return FieldError("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
+                      "given without any patch intervention");
   }
   if (patches && static_cast<int>(set->patch_source_ids.size()) != prompt_length) {
-    return Invalid("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
-                   absl::StrCat("the target prompt has ", prompt_length,
-                                " tokens; activation patching needs source and target of the "
-                                "same length"));
+    return FieldError("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
+                      absl::StrCat("the target prompt has ", prompt_length,
+                                   " tokens; activation patching needs source and target of the "
+                                   "same length"));
   }
   for (size_t j = 0; j < set->patch_source_ids.size(); ++j) {
     const int64_t id = set->patch_source_ids[j];
     if (id < 0 || id >= config.vocab_size) {
-      return Invalid(absl::StrCat("patch_source.ids[", j, "]"), absl::StrCat(id),
-                     absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")"));
+      return FieldError(absl::StrCat("patch_source.ids[", j, "]"), absl::StrCat(id),
+                        absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")"));
     }
   }
   return absl::OkStatus();
@@ -170,8 +170,8 @@ absl::Status ResolveKnockoutTerms(InterventionSet* set, const std::string& text,
     } else if (!tokens.empty() && !tokens.front().empty()) {
       matches = analysis::FindTermsInTokens(tokens, item.key_terms);
     } else {
-      return Invalid(at, absl::StrCat("[\"", absl::StrJoin(item.key_terms, "\", \""), "\"]"),
-                     "terms need text input or a tokenizer (token-id input has no words)");
+      return FieldError(at, absl::StrCat("[\"", absl::StrJoin(item.key_terms, "\", \""), "\"]"),
+                        "terms need text input or a tokenizer (token-id input has no words)");
     }
     for (size_t j = 0; j < item.key_terms.size(); ++j) {
       bool found = false;
@@ -182,8 +182,9 @@ absl::Status ResolveKnockoutTerms(InterventionSet* set, const std::string& text,
                                   match.positions.end());
       }
       if (!found) {
-        return Invalid(absl::StrCat(at, "[", j, "]"), absl::StrCat("\"", item.key_terms[j], "\""),
-                       "matches no word of the input");
+        return FieldError(absl::StrCat(at, "[", j, "]"),
+                          absl::StrCat("\"", item.key_terms[j], "\""),
+                          "matches no word of the input");
       }
     }
   }
@@ -196,12 +197,12 @@ absl::Status ValidateCandidates(const std::vector<Candidate>& candidates, int pr
                                 const std::string& field) {
   const size_t least = for_sweep ? 2 : 1;
   if (candidates.size() < least) {
-    return Invalid(field, absl::StrCat(candidates.size(), " candidates"),
-                   for_sweep ? "a sweep needs two candidates (its logit difference)"
-                             : "give at least one candidate continuation");
+    return FieldError(field, absl::StrCat(candidates.size(), " candidates"),
+                      for_sweep ? "a sweep needs two candidates (its logit difference)"
+                                : "give at least one candidate continuation");
   }
   if (static_cast<int>(candidates.size()) > limits.max_candidates) {
-    return Invalid(
+    return FieldError(
         field, absl::StrCat(candidates.size(), " candidates"),
         absl::StrCat("exceeds the server limit limits.max_candidates = ", limits.max_candidates));
   }
@@ -209,26 +210,26 @@ absl::Status ValidateCandidates(const std::vector<Candidate>& candidates, int pr
     const std::string at = absl::StrCat(field, "[", i, "]");
     const Candidate& candidate = candidates[i];
     if (candidate.ids.empty()) {
-      return Invalid(at, absl::StrCat("\"", candidate.text, "\""),
-                     "has no tokens; a candidate must not be empty");
+      return FieldError(at, absl::StrCat("\"", candidate.text, "\""),
+                        "has no tokens; a candidate must not be empty");
     }
     if (static_cast<int>(candidate.ids.size()) > limits.max_candidate_tokens) {
-      return Invalid(at, absl::StrCat(candidate.ids.size(), " tokens"),
-                     absl::StrCat("exceeds the server limit limits.max_candidate_tokens = ",
-                                  limits.max_candidate_tokens));
+      return FieldError(at, absl::StrCat(candidate.ids.size(), " tokens"),
+                        absl::StrCat("exceeds the server limit limits.max_candidate_tokens = ",
+                                     limits.max_candidate_tokens));
     }
     for (size_t j = 0; j < candidate.ids.size(); ++j) {
       if (candidate.ids[j] < 0 || candidate.ids[j] >= config.vocab_size) {
-        return Invalid(absl::StrCat(at, ".ids[", j, "]"), absl::StrCat(candidate.ids[j]),
-                       absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")"));
+        return FieldError(absl::StrCat(at, ".ids[", j, "]"), absl::StrCat(candidate.ids[j]),
+                          absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")"));
       }
     }
     const int64_t total = static_cast<int64_t>(prompt_length) + candidate.ids.size();
     if (total > max_length) {
-      return Invalid(at,
-                     absl::StrCat(prompt_length, " prompt + ", candidate.ids.size(),
-                                  " candidate tokens = ", total),
-                     absl::StrCat("exceeds the limit of ", max_length, " tokens"));
+      return FieldError(at,
+                        absl::StrCat(prompt_length, " prompt + ", candidate.ids.size(),
+                                     " candidate tokens = ", total),
+                        absl::StrCat("exceeds the limit of ", max_length, " tokens"));
     }
   }
   return absl::OkStatus();
@@ -253,7 +254,7 @@ absl::Status ValidateSweep(SweepSpec* sweep, const ModelConfig& config,
   if (!heads.ok()) return heads.status();
   const int64_t variants = static_cast<int64_t>(layers.size()) * heads->size();
   if (variants > limits.max_sweep_heads) {
-    return Invalid(
+    return FieldError(
         field,
         absl::StrCat(layers.size(), " layers x ", heads->size(), " heads = ", variants,
                      " ablated forwards"),

@@ -6,6 +6,7 @@
 #include "server/service/status_util.h"
 #include "server/session/intervention_wire.h"
 #include "server/session/request_proto.h"
+#include "server/status/field_error.h"
 
 namespace attnscope::service {
 
@@ -15,17 +16,17 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
   PreparedScore prepared;
   const InterventionLimits bounds = session::InterventionLimitsOf(limits);
   if (request.candidates_size() > limits.max_candidates) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "candidates = ", request.candidates_size(),
-        " candidates: exceeds the server limit limits.max_candidates = ", limits.max_candidates));
+    return FieldError(
+        "candidates", absl::StrCat(request.candidates_size(), " candidates"),
+        absl::StrCat("exceeds the server limit limits.max_candidates = ", limits.max_candidates));
   }
   prepared.sweep_mode = request.has_sweep();
   if (prepared.sweep_mode) {
     if (request.interventions().items_size() > 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "interventions = ", request.interventions().items_size(),
-          " interventions: a sweep ablates one head at a time from the clean run and does not "
-          "combine with interventions"));
+      return FieldError("interventions",
+                        absl::StrCat(request.interventions().items_size(), " interventions"),
+                        "a sweep ablates one head at a time from the clean run and does not "
+                        "combine with interventions");
     }
     absl::StatusOr<SweepSpec> sweep = SweepFromWire(request.sweep());
     if (!sweep.ok()) return sweep.status();
@@ -48,9 +49,10 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
     if (wire.kind_case() == v1::Candidate::kText) {
       // Bounded before tokenizing (64 bytes per allowed token is far more than any vocabulary).
       if (wire.text().size() > static_cast<size_t>(limits.max_candidate_tokens) * 64) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "candidates[", i, "].text = ", wire.text().size(),
-            " bytes: too long for limits.max_candidate_tokens = ", limits.max_candidate_tokens));
+        return FieldError(absl::StrCat("candidates[", i, "].text"),
+                          absl::StrCat(wire.text().size(), " bytes"),
+                          absl::StrCat("too long for limits.max_candidate_tokens = ",
+                                       limits.max_candidate_tokens));
       }
       candidate.text = wire.text();
       absl::StatusOr<std::vector<int64_t>> ids = EncodeContinuation(wire.text(), tools);
@@ -63,8 +65,8 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
         candidate.text = model.tokenizer()->Decode(candidate.ids);
       }
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("candidates[", i, "] = {}: set text or ids; a candidate must not be empty"));
+      return FieldError(absl::StrCat("candidates[", i, "]"), "{}",
+                        "set text or ids; a candidate must not be empty");
     }
     prepared.candidates.push_back(std::move(candidate));
   }

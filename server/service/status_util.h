@@ -7,10 +7,11 @@
 
 namespace attnscope::service {
 
-inline grpc::Status ToGrpcStatus(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
+// The same code and human message; a refusal naming a request field (server/status/
+// field_error.h) also carries a serialized google.rpc.Status whose details hold one
+// google.rpc.BadRequest with that field's path and the message as its description (gRPC sends
+// it as the `grpc-status-details-bin` trailer).
+grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace attnscope::service
 

@@ -1,13 +1,10 @@
 #include "server/session/intervention_wire.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/status/field_error.h"
 
 namespace attnscope {
 namespace {
-
-absl::Status Invalid(const std::string& field, const std::string& value, const std::string& limit) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", limit));
-}
 
 absl::StatusOr<AblationMode> ModeFromWire(v1::AblationMode mode, const std::string& field) {
   switch (mode) {
@@ -16,8 +13,8 @@ absl::StatusOr<AblationMode> ModeFromWire(v1::AblationMode mode, const std::stri
     case v1::ABLATION_MEAN:
       return AblationMode::kMean;
     default:
-      return Invalid(field, absl::StrCat(static_cast<int>(mode)),
-                     "unknown mode; must be ABLATION_ZERO (0) or ABLATION_MEAN (1)");
+      return FieldError(field, absl::StrCat(static_cast<int>(mode)),
+                        "unknown mode; must be ABLATION_ZERO (0) or ABLATION_MEAN (1)");
   }
 }
 
@@ -57,9 +54,9 @@ absl::StatusOr<std::vector<Intervention>> InterventionsFromWire(const v1::Interv
             item.row_end = k.row_end();
             break;
           default:
-            return Invalid(at + ".rows", absl::StrCat(static_cast<int>(k.rows())),
-                           "unknown row selection; must be KNOCKOUT_ROWS_ALL (0), "
-                           "KNOCKOUT_ROWS_GENERATED (1) or KNOCKOUT_ROWS_RANGE (2)");
+            return FieldError(at + ".rows", absl::StrCat(static_cast<int>(k.rows())),
+                              "unknown row selection; must be KNOCKOUT_ROWS_ALL (0), "
+                              "KNOCKOUT_ROWS_GENERATED (1) or KNOCKOUT_ROWS_RANGE (2)");
         }
         item.key_positions.assign(k.key_positions().begin(), k.key_positions().end());
         item.key_terms.assign(k.key_terms().begin(), k.key_terms().end());
@@ -72,7 +69,7 @@ absl::StatusOr<std::vector<Intervention>> InterventionsFromWire(const v1::Interv
         item.positions.assign(w.patch().positions().begin(), w.patch().positions().end());
         break;
       default:
-        return Invalid(at, "{}", "set one of ablate, knockout or patch");
+        return FieldError(at, "{}", "set one of ablate, knockout or patch");
     }
     items.push_back(std::move(item));
   }

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/status/field_error.h"
 
 namespace attnscope::session {
 namespace {
@@ -14,10 +15,6 @@ namespace {
     const absl::Status status_ = (expr);        \
     if (!status_.ok()) return status_;          \
   } while (0)
-
-absl::Status Invalid(const std::string& field, const std::string& value, const std::string& limit) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", limit));
-}
 
 absl::Status NoTokenizer(const std::string& what, const ModelView& model) {
   return absl::FailedPreconditionError(absl::StrCat(
@@ -42,7 +39,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& 
                                                           const RequestLimits& limits) {
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckGenerationSpec(p));
   if (p.max_new_tokens > limits.max_new_tokens) {
-    return Invalid(
+    return FieldError(
         "generation.max_new_tokens", absl::StrCat(p.max_new_tokens),
         absl::StrCat("exceeds the server limit limits.max_new_tokens = ", limits.max_new_tokens));
   }
@@ -60,8 +57,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& 
   for (size_t i = 0; i < p.eos_token_ids.size(); ++i) {
     const int64_t id = p.eos_token_ids[i];
     if (id < 0 || id >= vocab) {
-      return Invalid(absl::StrCat("generation.eos_token_ids[", i, "]"), absl::StrCat(id),
-                     absl::StrCat("must be in [0, vocab_size = ", vocab, ")"));
+      return FieldError(absl::StrCat("generation.eos_token_ids[", i, "]"), absl::StrCat(id),
+                        absl::StrCat("must be in [0, vocab_size = ", vocab, ")"));
     }
     params.eos_token_ids.push_back(id);
   }
@@ -88,10 +85,16 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const CaptureRequest& spec,
   // A bad index is a bad argument of this request (ResolveIndices says OUT_OF_RANGE).
   absl::StatusOr<std::vector<int>> layers =
       ResolveIndices(spec.layers, config.num_hidden_layers, field_prefix + ".layers");
-  if (!layers.ok()) return absl::InvalidArgumentError(layers.status().message());
+  if (!layers.ok()) {
+    return WithRefusedField(absl::InvalidArgumentError(layers.status().message()),
+                            field_prefix + ".layers");
+  }
   absl::StatusOr<std::vector<int>> heads =
       ResolveIndices(spec.heads, config.num_attention_heads, field_prefix + ".heads");
-  if (!heads.ok()) return absl::InvalidArgumentError(heads.status().message());
+  if (!heads.ok()) {
+    return WithRefusedField(absl::InvalidArgumentError(heads.status().message()),
+                            field_prefix + ".heads");
+  }
   if (!spec.disabled) {
     capture.layers = *std::move(layers);
     capture.heads = *std::move(heads);
@@ -102,25 +105,27 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const CaptureRequest& spec,
 absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInput>& input,
                                                   const ModelView& model) {
   if (!input) {
-    return absl::InvalidArgumentError("input: empty request: set one of text, messages or ids");
+    return WithRefusedField(
+        absl::InvalidArgumentError("input: empty request: set one of text, messages or ids"),
+        "input");
   }
   switch (input->kind) {
     case PromptInput::Kind::kText:
-      if (input->text.empty()) return Invalid("text", "\"\"", "the prompt must not be empty");
+      if (input->text.empty()) return FieldError("text", "\"\"", "the prompt must not be empty");
       break;
     case PromptInput::Kind::kChat:
       if (input->messages.empty()) {
-        return Invalid("messages.messages", "[]",
-                       "the conversation must hold at least one message");
+        return FieldError("messages.messages", "[]",
+                          "the conversation must hold at least one message");
       }
       break;
     case PromptInput::Kind::kIds: {
-      if (input->ids.empty()) return Invalid("ids.ids", "[]", "the prompt must not be empty");
+      if (input->ids.empty()) return FieldError("ids.ids", "[]", "the prompt must not be empty");
       const int64_t vocab = model.config->vocab_size;
       for (size_t i = 0; i < input->ids.size(); ++i) {
         if (input->ids[i] < 0 || input->ids[i] >= vocab) {
-          return Invalid(absl::StrCat("ids.ids[", i, "]"), absl::StrCat(input->ids[i]),
-                         absl::StrCat("must be in [0, vocab_size = ", vocab, ")"));
+          return FieldError(absl::StrCat("ids.ids[", i, "]"), absl::StrCat(input->ids[i]),
+                            absl::StrCat("must be in [0, vocab_size = ", vocab, ")"));
         }
       }
       break;
@@ -130,31 +135,38 @@ absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInpu
   absl::StatusOr<PreparedPrompt> prompt =
       PreparePrompt(*input, model.tools != nullptr ? *model.tools : kNoTools);
   if (!prompt.ok()) return prompt.status();
-  if (prompt->ids.empty()) return Invalid("input", "(no tokens)", "the prompt has no tokens");
+  if (prompt->ids.empty()) return FieldError("input", "(no tokens)", "the prompt has no tokens");
   return prompt;
 }
 
 absl::Status CheckTokenLimits(int prompt_tokens, int max_new_tokens, const ModelConfig& config,
                               const RequestLimits& limits) {
   if (prompt_tokens > limits.max_prompt_tokens) {
-    return Invalid("prompt tokens", absl::StrCat(prompt_tokens),
+    // The input is the field to shorten.
+    return WithRefusedField(
+        FieldError("prompt tokens", absl::StrCat(prompt_tokens),
                    absl::StrCat("exceeds the server limit limits.max_prompt_tokens = ",
-                                limits.max_prompt_tokens));
+                                limits.max_prompt_tokens)),
+        "input");
   }
   const int64_t total = static_cast<int64_t>(prompt_tokens) + max_new_tokens;
   if (total > limits.max_total_tokens) {
-    return Invalid("prompt tokens + generation.max_new_tokens",
+    return WithRefusedField(
+        FieldError("prompt tokens + generation.max_new_tokens",
                    absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", total),
                    absl::StrCat("exceeds the server limit limits.max_total_tokens = ",
-                                limits.max_total_tokens));
+                                limits.max_total_tokens)),
+        "generation.max_new_tokens");
   }
   // The engine's own formula (what its KV cache holds), so that admitted means runnable.
   const int64_t positions = SequencePositions(prompt_tokens, max_new_tokens);
   if (config.max_position_embeddings > 0 && positions > config.max_position_embeddings) {
-    return Invalid("prompt tokens + generation.max_new_tokens",
+    return WithRefusedField(
+        FieldError("prompt tokens + generation.max_new_tokens",
                    absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", positions),
                    absl::StrCat("exceeds the model's max_position_embeddings = ",
-                                config.max_position_embeddings));
+                                config.max_position_embeddings)),
+        "generation.max_new_tokens");
   }
   return absl::OkStatus();
 }
@@ -248,10 +260,11 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
     // would allocate gigabytes first).
     const int64_t probe_tokens = 2 * static_cast<int64_t>(n);
     if (probe_tokens > limits.max_prompt_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "analysis.induction_probe.length = ", n, ": the probe has 2 x length = ", probe_tokens,
-          " tokens, which exceeds the server limit limits.max_prompt_tokens = ",
-          limits.max_prompt_tokens));
+      return FieldError("analysis.induction_probe.length", absl::StrCat(n),
+                        absl::StrCat("the probe has 2 x length = ", probe_tokens,
+                                     " tokens, which exceeds the server limit "
+                                     "limits.max_prompt_tokens = ",
+                                     limits.max_prompt_tokens));
     }
     prompt.ids = analysis::MakeInductionProbe(n, spec.induction_probe->seed, 0,
                                               OrdinaryVocabularyEnd(model));
@@ -303,17 +316,19 @@ absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
   InterventionSet set;
   // The count first: nothing is resolved or tokenized for an oversized list.
   if (static_cast<int64_t>(request.interventions.size()) > limits.max_interventions) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("interventions = ", request.interventions.size(),
-                     " interventions: exceeds the server limit limits.max_interventions = ",
-                     limits.max_interventions));
+    return FieldError("interventions", absl::StrCat(request.interventions.size(), " interventions"),
+                      absl::StrCat("exceeds the server limit limits.max_interventions = ",
+                                   limits.max_interventions));
   }
   set.items = request.interventions;
   if (request.patch_source) {
     absl::StatusOr<PreparedPrompt> source = ResolvePromptInput(request.patch_source, model);
     if (!source.ok()) {
-      return absl::Status(source.status().code(),
-                          absl::StrCat("patch_source: ", source.status().message()));
+      const std::optional<std::string> inner = RefusedField(source.status());
+      return WithRefusedField(
+          absl::Status(source.status().code(),
+                       absl::StrCat("patch_source: ", source.status().message())),
+          inner ? absl::StrCat("patch_source.", *inner) : "patch_source");
     }
     set.patch_source_ids = source->ids;
   }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/session/intervention_wire.h"
+#include "server/status/field_error.h"
 
 namespace attnscope::session {
 namespace {
@@ -115,8 +116,8 @@ absl::Status InterventionsFromProto(const v1::Interventions& in, Request* reques
   if (in.has_patch_source()) {
     request->patch_source = InputFromProto(in.patch_source());
     if (!request->patch_source) {
-      return absl::InvalidArgumentError(
-          "patch_source = {}: set one of text, messages or ids (or leave patch_source out)");
+      return FieldError("patch_source", "{}",
+                        "set one of text, messages or ids (or leave patch_source out)");
     }
   }
   return absl::OkStatus();
@@ -158,10 +159,9 @@ absl::StatusOr<CaptureDType> FromWireDType(int dtype, const std::string& field) 
     case v1::DTYPE_BFLOAT16:
       return CaptureDType::kBFloat16;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, " = ", dtype,
-                       ": unknown dtype; must be DTYPE_FLOAT32 (1), DTYPE_FLOAT16 (2) or "
-                       "DTYPE_BFLOAT16 (3)"));
+      return FieldError(field, absl::StrCat(dtype),
+                        "unknown dtype; must be DTYPE_FLOAT32 (1), DTYPE_FLOAT16 (2) or "
+                        "DTYPE_BFLOAT16 (3)");
   }
 }
 
@@ -174,10 +174,9 @@ absl::StatusOr<CaptureRows> FromWireRows(int rows, const std::string& field) {
     case v1::ROWS_GENERATED_ONLY:
       return CaptureRows::kGeneratedOnly;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, " = ", rows,
-                       ": unknown row selection; must be ROWS_ALL (0), ROWS_PROMPT_ONLY (1) or "
-                       "ROWS_GENERATED_ONLY (2)"));
+      return FieldError(field, absl::StrCat(rows),
+                        "unknown row selection; must be ROWS_ALL (0), ROWS_PROMPT_ONLY (1) or "
+                        "ROWS_GENERATED_ONLY (2)");
   }
 }
 

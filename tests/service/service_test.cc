@@ -12,9 +12,12 @@
 #include <functional>
 #include <thread>
 
+#include "absl/strings/str_split.h"
 #include "client/cpp/command.h"
 #include "client/cpp/remote/remote_client.h"
 #include "client/cpp/remote/request_flags.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/capture_file.h"
@@ -231,7 +234,27 @@ struct BadInput {
   std::function<void(v1::GenerateRequest*)> mutate;
   grpc::StatusCode code;
   std::string message_part;
+  // The field path the status details' google.rpc.BadRequest must name; empty: no details
+  // (the refusal is not about one request field).
+  std::string field;
 };
+
+// True when every dotted part of `path` (indices "[i]" dropped) names a field or a oneof of
+// the message it is in, starting at `message`: the paths the server reports are the .proto's.
+bool PathResolvesIn(const google::protobuf::Descriptor* message, const std::string& path) {
+  for (absl::string_view part : absl::StrSplit(path, '.')) {
+    const std::string name(part.substr(0, part.find('[')));
+    if (message == nullptr) return false;
+    if (const google::protobuf::FieldDescriptor* field = message->FindFieldByName(name)) {
+      message = field->message_type();
+    } else if (message->FindOneofByName(name) != nullptr) {
+      message = nullptr;  // a oneof ends the path
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
 
 TEST_F(GoldenServerTest, CommandLineRemoteModeWritesTheCaptureAndPrintsAnalyses) {
   std::string ids;
@@ -263,62 +286,69 @@ TEST_F(GoldenServerTest, EveryBadInputGetsItsStatusAndTheServerStillServes) {
   const float nan = std::nanf("");
   const std::vector<BadInput> cases = {
       {"no input", [](v1::GenerateRequest* r) { r->clear_ids(); },
-       grpc::StatusCode::INVALID_ARGUMENT, "set one of text, messages or ids"},
+       grpc::StatusCode::INVALID_ARGUMENT, "set one of text, messages or ids", "input"},
       {"empty text", [](v1::GenerateRequest* r) { r->set_text(""); },
-       grpc::StatusCode::INVALID_ARGUMENT, "text = \"\""},
+       grpc::StatusCode::INVALID_ARGUMENT, "text = \"\"", "text"},
       {"empty ids", [](v1::GenerateRequest* r) { r->mutable_ids()->clear_ids(); },
-       grpc::StatusCode::INVALID_ARGUMENT, "ids.ids = []"},
+       grpc::StatusCode::INVALID_ARGUMENT, "ids.ids = []", "ids.ids"},
       {"id outside vocabulary", [](v1::GenerateRequest* r) { r->mutable_ids()->set_ids(1, 512); },
-       grpc::StatusCode::INVALID_ARGUMENT, "ids.ids[1] = 512: must be in [0, vocab_size = 512)"},
+       grpc::StatusCode::INVALID_ARGUMENT, "ids.ids[1] = 512: must be in [0, vocab_size = 512)",
+       "ids.ids[1]"},
       {"text without tokenizer", [](v1::GenerateRequest* r) { r->set_text("hello"); },
-       grpc::StatusCode::FAILED_PRECONDITION, "tokenizer"},
+       grpc::StatusCode::FAILED_PRECONDITION, "tokenizer", ""},
       {"negative max_new_tokens",
        [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(-1); },
-       grpc::StatusCode::INVALID_ARGUMENT, "generation.max_new_tokens = -1"},
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.max_new_tokens = -1",
+       "generation.max_new_tokens"},
       {"max_new_tokens over the limit",
        [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(101); },
        grpc::StatusCode::INVALID_ARGUMENT,
-       "generation.max_new_tokens = 101: exceeds the server limit limits.max_new_tokens = 100"},
+       "generation.max_new_tokens = 101: exceeds the server limit limits.max_new_tokens = 100",
+       "generation.max_new_tokens"},
       {"prompt over the limit",
        [](v1::GenerateRequest* r) {
          for (int i = 0; i < 28; ++i) r->mutable_ids()->add_ids(7);  // 37 + 28 = 65
        },
        grpc::StatusCode::INVALID_ARGUMENT,
-       "prompt tokens = 65: exceeds the server limit limits.max_prompt_tokens = 64"},
+       "prompt tokens = 65: exceeds the server limit limits.max_prompt_tokens = 64", "input"},
       {"total over the limit",
        [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(92); },
        grpc::StatusCode::INVALID_ARGUMENT,
        "37 + 92 = 129: exceeds the server limit "
-       "limits.max_total_tokens = 128"},
+       "limits.max_total_tokens = 128",
+       "generation.max_new_tokens"},
       {"capture bytes over the limit",
        [](v1::GenerateRequest* r) { r->mutable_generation()->set_max_new_tokens(90); },
-       grpc::StatusCode::RESOURCE_EXHAUSTED, "limits.max_capture_bytes = 400000"},
+       grpc::StatusCode::RESOURCE_EXHAUSTED, "limits.max_capture_bytes = 400000", ""},
       {"layer out of range", [](v1::GenerateRequest* r) { r->mutable_capture()->add_layers(2); },
-       grpc::StatusCode::INVALID_ARGUMENT, "capture.layers"},
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.layers", "capture.layers"},
       {"head out of range", [](v1::GenerateRequest* r) { r->mutable_capture()->add_heads(-5); },
-       grpc::StatusCode::INVALID_ARGUMENT, "capture.heads"},
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.heads", "capture.heads"},
       {"unknown dtype",
        [](v1::GenerateRequest* r) { r->mutable_capture()->set_dtype(static_cast<v1::DType>(9)); },
-       grpc::StatusCode::INVALID_ARGUMENT, "capture.dtype = 9"},
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.dtype = 9", "capture.dtype"},
       {"unknown row selection",
        [](v1::GenerateRequest* r) {
          r->mutable_capture()->set_rows(static_cast<v1::RowSelection>(7));
        },
-       grpc::StatusCode::INVALID_ARGUMENT, "capture.rows = 7"},
+       grpc::StatusCode::INVALID_ARGUMENT, "capture.rows = 7", "capture.rows"},
       {"NaN temperature",
        [nan](v1::GenerateRequest* r) { r->mutable_generation()->set_temperature(nan); },
-       grpc::StatusCode::INVALID_ARGUMENT, "generation.temperature = NaN"},
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.temperature = NaN",
+       "generation.temperature"},
       {"negative temperature",
        [](v1::GenerateRequest* r) { r->mutable_generation()->set_temperature(-0.5f); },
-       grpc::StatusCode::INVALID_ARGUMENT, "generation.temperature = -0.5"},
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.temperature = -0.5",
+       "generation.temperature"},
       {"top_p above 1", [](v1::GenerateRequest* r) { r->mutable_generation()->set_top_p(1.5f); },
-       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_p = 1.5: must be in (0, 1]"},
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_p = 1.5: must be in (0, 1]",
+       "generation.top_p"},
       {"negative top_p", [](v1::GenerateRequest* r) { r->mutable_generation()->set_top_p(-0.25f); },
-       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_p = -0.25"},
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_p = -0.25", "generation.top_p"},
       {"negative top_k", [](v1::GenerateRequest* r) { r->mutable_generation()->set_top_k(-3); },
-       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_k = -3"},
+       grpc::StatusCode::INVALID_ARGUMENT, "generation.top_k = -3", "generation.top_k"},
       {"empty chat", [](v1::GenerateRequest* r) { r->mutable_messages(); },
-       grpc::StatusCode::INVALID_ARGUMENT, "messages.messages = []"},
+       grpc::StatusCode::INVALID_ARGUMENT, "messages.messages = []", "messages.messages"},
   };
   auto stub = server_->Stub();
   for (const BadInput& bad : cases) {
@@ -330,6 +360,23 @@ TEST_F(GoldenServerTest, EveryBadInputGetsItsStatusAndTheServerStillServes) {
     EXPECT_NE(result.status.error_message().find(bad.message_part), std::string::npos)
         << bad.name << ": got \"" << result.status.error_message() << "\"";
     EXPECT_EQ(result.headers, 0) << bad.name << ": refused before any model work";
+    // The details: a google.rpc.Status (same code and message) holding one BadRequest.
+    if (bad.field.empty()) {
+      EXPECT_EQ(result.status.error_details(), "") << bad.name;
+    } else {
+      google::rpc::Status details;
+      ASSERT_TRUE(details.ParseFromString(result.status.error_details())) << bad.name;
+      EXPECT_EQ(details.code(), static_cast<int>(bad.code)) << bad.name;
+      EXPECT_EQ(details.message(), result.status.error_message()) << bad.name;
+      ASSERT_EQ(details.details_size(), 1) << bad.name;
+      google::rpc::BadRequest bad_request;
+      ASSERT_TRUE(details.details(0).UnpackTo(&bad_request)) << bad.name;
+      ASSERT_EQ(bad_request.field_violations_size(), 1) << bad.name;
+      EXPECT_EQ(bad_request.field_violations(0).field(), bad.field) << bad.name;
+      EXPECT_EQ(bad_request.field_violations(0).description(), result.status.error_message())
+          << bad.name;
+      EXPECT_TRUE(PathResolvesIn(v1::GenerateRequest::descriptor(), bad.field)) << bad.field;
+    }
     // The server still serves a good request.
     StreamResult good = RunStream(stub.get(), GoldenRequest(2));
     ASSERT_TRUE(good.status.ok()) << "after " << bad.name << ": " << good.status.error_message();

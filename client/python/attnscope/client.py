@@ -18,10 +18,27 @@ from attnscope.reassembly import StreamAssembler
 from attnscope.report import HeadReport
 
 pb2, pb2_grpc = _protogen.load()
+status_pb2, error_details_pb2 = _protogen.load_rpc()
 
 _DTYPE_VALUES = {"float32": pb2.DTYPE_FLOAT32, "float16": pb2.DTYPE_FLOAT16, "bfloat16": pb2.DTYPE_BFLOAT16}
 _ROW_VALUES = {"all": pb2.ROWS_ALL, "prompt": pb2.ROWS_PROMPT_ONLY, "generated": pb2.ROWS_GENERATED_ONLY}
 Messages = Sequence[Union[dict, tuple]]
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _error_from_rpc(error: grpc.RpcError) -> AttnScopeError:
+    """The server's status as an AttnScopeError, with the field violations of any
+    google.rpc.BadRequest in its details."""
+    violations = []
+    for key, value in error.trailing_metadata() or ():
+        if key != _STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            bad_request = error_details_pb2.BadRequest()
+            if detail.Unpack(bad_request):
+                violations.extend((v.field, v.description) for v in bad_request.field_violations)
+    return AttnScopeError(error.code().name, error.details() or "", violations)
 
 
 @dataclass
@@ -200,7 +217,7 @@ class Client:
         try:
             return method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.RpcError as error:
-            raise AttnScopeError(error.code().name, error.details() or "") from None
+            raise _error_from_rpc(error) from None
 
     # ---- RPCs --------------------------------------------------------------------------------
 
@@ -253,7 +270,7 @@ class Client:
             for response in stream:
                 assembler.feed(response)
         except grpc.RpcError as error:
-            raise AttnScopeError(error.code().name, error.details() or "") from None
+            raise _error_from_rpc(error) from None
         finally:
             progress_display.close()
         return assembler.finish()
@@ -329,7 +346,7 @@ class Client:
                 elif response.HasField("result"):
                     result = response.result
         except grpc.RpcError as error:
-            raise AttnScopeError(error.code().name, error.details() or "") from None
+            raise _error_from_rpc(error) from None
         if result is None:
             raise AttnScopeError("DATA_LOSS", "ScoreAnswers ended without a result")
         return result

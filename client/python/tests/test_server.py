@@ -63,10 +63,19 @@ def test_model_info_and_errors(golden_server):
         with pytest.raises(AttnScopeError) as error:
             client.generate(ids=[1, 2, 100000], max_new_tokens=1)
         assert error.value.code == "INVALID_ARGUMENT"
-        assert "100000" in error.value.message
+        assert error.value.message == "ids.ids[2] = 100000: must be in [0, vocab_size = 512)"
+        # The status details (grpc-status-details-bin) hold a google.rpc.BadRequest naming the
+        # refused field, its description the same human message.
+        assert error.value.field_violations == [("ids.ids[2]", error.value.message)]
+        with pytest.raises(AttnScopeError) as error:
+            client.generate(ids=[1, 2], max_new_tokens=1, top_p=1.5)
+        assert error.value.field_violations == [("generation.top_p", error.value.message)]
+        assert error.value.message.startswith("generation.top_p = 1.5: must be in (0, 1]")
         with pytest.raises(AttnScopeError) as error:
             client.generate(text="no tokenizer here", max_new_tokens=1)
         assert error.value.code == "FAILED_PRECONDITION"
+        # The server lacks a tokenizer: no request field is at fault.
+        assert error.value.field_violations == []
 
 
 def test_analyze_matches_metrics_of_the_golden_attention(golden_server):
