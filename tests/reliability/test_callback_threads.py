@@ -1,10 +1,11 @@
 """Issue 16, cause 2: no work on gRPC's callback threads beyond parsing and admission.
 
 Two attacker processes (each with its own API key) loop requests whose prompt preparation is
-expensive: an 8 MiB text and a chat of 30 000 messages (main's cost: seconds each; issue 16's
-O(1) size limits refuse them), a text and a chat at those size limits (64 KiB = 16 bytes x
-max_prompt_tokens, 4000 messages; refused only after tokenization by max_prompt_tokens), on
-GenerateWithAttention, AnalyzeHeads and Tokenize. Meanwhile a third
+expensive, on GenerateWithAttention, AnalyzeHeads and Tokenize: an 8 MiB text (over the O(1)
+size limits of issue 16, which refuse it before any work; main tokenized it first) and a chat
+of 30 000 messages, then a 1 MiB text and a 60 000-message chat, within those size limits for
+max_prompt_tokens = 65536 (a long-context deployment) and refused only after tokenization or
+rendering, by max_prompt_tokens or max_total_tokens. Meanwhile a third
 user measures every Health check, GetModelInfo and small Tokenize: each must answer within
 1 s (the issue's bound). Before the preparation pool, tokenizing and rendering ran on gRPC's
 callback threads and such answers took seconds or timed out.
@@ -26,6 +27,10 @@ pb2 = harness.pb2
 BOUND_S = 1.0  # issue 16: health, GetModelInfo and a small Tokenize answer within 1 s
 PROBE_TIMEOUT_S = 5.0
 SERVICE = "/attnscope.v1.AttnScope/"
+# The limits of a long-context deployment, so that requests within the O(1) size limits
+# (16 bytes of text per prompt token, a message per prompt token) still cost seconds of
+# tokenizing and chat rendering: 1 MiB texts and 60 000-message chats.
+PROMPT_TOKENS = 65536
 KEYS = {"attacker1": "secret-attacker-one", "attacker2": "secret-attacker-two",
         "victim": "secret-victim-three"}
 
@@ -45,9 +50,9 @@ def _chat_bytes(messages: int, content: str) -> bytes:
 def _attack_payloads():
     """(method, serialized request) pairs: one round of an attacker."""
     huge_text = "a" * (8 * 2**20)
-    limit_text = "b" * (64 * 1024 - 64)
+    limit_text = "b" * (16 * PROMPT_TOKENS - 64)
     huge_chat = _chat_bytes(30_000, "x")
-    limit_chat = _chat_bytes(4000, "y" * 12)
+    limit_chat = _chat_bytes(PROMPT_TOKENS - 5536, "y" * 12)
     payloads = []
     for text in (huge_text, limit_text):
         g = pb2.GenerateRequest(text=text)
@@ -157,7 +162,8 @@ def _probe_once(chan, health, victim_metadata):
 
 def test_callback_threads_stay_free_under_expensive_preparation(start_server, tmp_path):
     keys = _write_keys(tmp_path / "keys.txt")
-    server = start_server({"auth": {"api_keys_file": str(keys)}, "queue_length": 16})
+    server = start_server({"auth": {"api_keys_file": str(keys)}, "queue_length": 16,
+                           "limits": {"max_prompt_tokens": PROMPT_TOKENS}})
     victim_metadata = (("authorization", f"Bearer {KEYS['victim']}"),)
     with harness.channel(server.address) as chan:
         health = chan.unary_unary("/grpc.health.v1.Health/Check", request_serializer=_identity,
