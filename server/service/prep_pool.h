@@ -8,14 +8,12 @@
 #pragma once
 
 #include <grpcpp/support/status.h>
-#include <spdlog/spdlog.h>
 
-#include <exception>
 #include <memory>
-#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "server/service/engine_worker.h"
+#include "server/service/status_util.h"
 
 namespace attnscope::service {
 
@@ -41,19 +39,8 @@ std::shared_ptr<const Message> TakeRequest(const Message* request) {
 template <typename Job, typename Fail>
 absl::Status SubmitPreparation(EngineWorker& pool, const char* method, Job job, Fail fail) {
   return pool.Submit([method, job = std::move(job), fail = std::move(fail)]() mutable {
-    std::string what;
-    try {
-      job();
-      return;
-    } catch (const std::exception& error) {
-      what = error.what();
-    } catch (...) {
-      what = "an exception of unknown type";
-    }
-    spdlog::error("{}: exception while preparing the request: {}", method, what);
-    fail(
-        grpc::Status(grpc::StatusCode::INTERNAL,
-                     absl::StrCat(method, ": internal error while preparing the request: ", what)));
+    const grpc::Status failed = CatchAll(absl::StrCat(method, " (preparing the request)"), job);
+    if (!failed.ok()) fail(failed);
   });
 }
 

@@ -35,6 +35,7 @@ absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
   }
   absl::StatusOr<session::Request> parsed = session::FromProto(request);
   if (!parsed.ok()) return parsed.status();
+  ATTNSCOPE_RETURN_IF_ERROR(session::CheckRequestSizes(*parsed, limits));
   absl::StatusOr<PreparedPrompt> prompt = session::ResolvePromptInput(parsed->input, model);
   if (!prompt.ok()) return prompt.status();
   prepared.prompt = *std::move(prompt);

@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
@@ -13,9 +14,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/session/prepare.h"
 
 namespace attnscope::service {
 namespace {
+
+constexpr int kMetadataHardLimitFactor = 4;
 
 constexpr char kServiceName[] = "attnscope.v1.AttnScope";
 
@@ -45,7 +49,9 @@ absl::StatusOr<std::unique_ptr<AttnScopeServer>> AttnScopeServer::Start(
   ApiKeyTable keys;
   if (!config.auth.api_keys_file.empty()) {
     absl::StatusOr<ApiKeyTable> loaded =
-        ApiKeyTable::Load(config.auth.api_keys_file, config.auth.max_concurrent_per_key);
+        ApiKeyTable::Load(config.auth.api_keys_file, config.auth.max_concurrent_per_key > 0
+                                                         ? config.auth.max_concurrent_per_key
+                                                         : config.concurrent_generations);
     if (!loaded.ok()) return loaded.status();
     keys = *std::move(loaded);
   }
@@ -63,8 +69,29 @@ absl::StatusOr<std::unique_ptr<AttnScopeServer>> AttnScopeServer::Start(
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
-  // Requests carry prompts (a 1 MB text, 100k ids); replies are chunked below this anyway.
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Just above the largest request the limits admit: nothing much larger is ever parsed (a
+  // gzip-compressed request counts decompressed), whoever sends it.
+  const uint64_t max_request = session::MaxRequestBytes(config.limits);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(max_request, INT32_MAX)));
+  const ConnectionOptions& connections = config.connections;
+  grpc::ResourceQuota quota("attnscope-server");
+  quota.Resize(static_cast<size_t>(connections.memory_quota_bytes));
+  quota.SetMaxThreads(connections.max_threads);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(connections.idle_timeout_seconds * 1000));
+  if (connections.max_age_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(connections.max_age_seconds * 1000));
+    // Calls running when the age is reached get the drain grace to finish.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(config.drain_grace_seconds * 1000) + 1000);
+  }
+  // connections.max_metadata_bytes is checked per call (Admit: that call alone fails with
+  // RESOURCE_EXHAUSTED). gRPC 1.51's own limit is a connection error (its HPACK parser
+  // stops mid-block, so every call on the connection fails), so it is set 4x higher.
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
+                             kMetadataHardLimitFactor * connections.max_metadata_bytes);
   // Stream messages are chunked below max_message_bytes (+ 1 MiB of header room); unary
   // replies are checked against limits.max_reply_bytes before they are sent.
   builder.SetMaxSendMessageSize(static_cast<int>(std::max<uint64_t>(

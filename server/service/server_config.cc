@@ -108,6 +108,15 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(limits.Read("max_candidates", &config.limits.max_candidates));
   RETURN_IF_ERROR_CFG(limits.Read("max_candidate_tokens", &config.limits.max_candidate_tokens));
   RETURN_IF_ERROR_CFG(limits.Read("max_sweep_heads", &config.limits.max_sweep_heads));
+  RETURN_IF_ERROR_CFG(
+      limits.Read("max_prompt_bytes_per_token", &config.limits.max_prompt_bytes_per_token));
+  RETURN_IF_ERROR_CFG(limits.Read("max_stop_strings", &config.limits.max_stop_strings));
+  RETURN_IF_ERROR_CFG(limits.Read("max_stop_string_bytes", &config.limits.max_stop_string_bytes));
+  RETURN_IF_ERROR_CFG(limits.Read("max_eos_token_ids", &config.limits.max_eos_token_ids));
+  RETURN_IF_ERROR_CFG(limits.Read("max_index_entries", &config.limits.max_index_entries));
+  RETURN_IF_ERROR_CFG(limits.Read("max_terms", &config.limits.max_terms));
+  RETURN_IF_ERROR_CFG(limits.Read("max_queries", &config.limits.max_queries));
+  RETURN_IF_ERROR_CFG(limits.Read("max_term_bytes", &config.limits.max_term_bytes));
   RETURN_IF_ERROR_CFG(limits.CheckUnknownKeys());
 
   Section streaming(top.Child("streaming"), "streaming", source);
@@ -121,6 +130,15 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(auth.Read("api_keys_file", &config.auth.api_keys_file));
   RETURN_IF_ERROR_CFG(auth.Read("max_concurrent_per_key", &config.auth.max_concurrent_per_key));
   RETURN_IF_ERROR_CFG(auth.CheckUnknownKeys());
+
+  Section connections(top.Child("connections"), "connections", source);
+  ConnectionOptions& co = config.connections;
+  RETURN_IF_ERROR_CFG(connections.Read("idle_timeout_seconds", &co.idle_timeout_seconds));
+  RETURN_IF_ERROR_CFG(connections.Read("max_age_seconds", &co.max_age_seconds));
+  RETURN_IF_ERROR_CFG(connections.Read("max_metadata_bytes", &co.max_metadata_bytes));
+  RETURN_IF_ERROR_CFG(connections.Read("memory_quota_bytes", &co.memory_quota_bytes));
+  RETURN_IF_ERROR_CFG(connections.Read("max_threads", &co.max_threads));
+  RETURN_IF_ERROR_CFG(connections.CheckUnknownKeys());
 
   Section tls(top.Child("tls"), "tls", source);
   RETURN_IF_ERROR_CFG(tls.Read("cert_file", &config.tls.cert_file));
@@ -177,16 +195,24 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return OutOfRange("limits.max_reply_bytes", absl::StrCat(l.max_reply_bytes),
                       "must be in [4096, 2147483647]");
   }
-  for (const auto& [key, value] :
-       {std::pair<const char*, int>{"limits.max_interventions", l.max_interventions},
-        {"limits.max_candidates", l.max_candidates},
-        {"limits.max_candidate_tokens", l.max_candidate_tokens},
-        {"limits.max_sweep_heads", l.max_sweep_heads}}) {
-    if (value < 1) return OutOfRange(key, absl::StrCat(value), "must be >= 1");
-  }
-  if (l.max_candidates < 2) {
-    return OutOfRange("limits.max_candidates", absl::StrCat(l.max_candidates),
-                      "must be >= 2 (a logit difference needs two candidates)");
+  for (const auto& [key, value, low, high] :
+       std::initializer_list<std::tuple<const char*, int, int, int>>{
+           {"limits.max_interventions", l.max_interventions, 1, INT32_MAX},
+           {"limits.max_candidates", l.max_candidates, 2, INT32_MAX},
+           {"limits.max_candidate_tokens", l.max_candidate_tokens, 1, INT32_MAX},
+           {"limits.max_sweep_heads", l.max_sweep_heads, 1, INT32_MAX},
+           {"limits.max_prompt_bytes_per_token", l.max_prompt_bytes_per_token, 1, 256},
+           {"limits.max_stop_strings", l.max_stop_strings, 0, 4096},
+           {"limits.max_stop_string_bytes", l.max_stop_string_bytes, 1, 1 << 16},
+           {"limits.max_eos_token_ids", l.max_eos_token_ids, 0, 4096},
+           {"limits.max_index_entries", l.max_index_entries, 1, 1 << 16},
+           {"limits.max_terms", l.max_terms, 0, 1 << 16},
+           {"limits.max_queries", l.max_queries, 0, 4096},
+           {"limits.max_term_bytes", l.max_term_bytes, 1, 1 << 16}}) {
+    if (value < low || value > high) {
+      return OutOfRange(key, absl::StrCat(value),
+                        absl::StrCat("must be in [", low, ", ", high, "]"));
+    }
   }
   const StreamingOptions& s = c.streaming;
   // One row of one head must fit a message (chunks split by rows, then heads, never keys).
@@ -205,9 +231,30 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return OutOfRange("streaming.stall_timeout_seconds", absl::StrCat(s.stall_timeout_seconds),
                       "must be > 0");
   }
-  if (c.auth.max_concurrent_per_key < 1) {
+  if (c.auth.max_concurrent_per_key < 0) {
     return OutOfRange("auth.max_concurrent_per_key", absl::StrCat(c.auth.max_concurrent_per_key),
-                      "must be >= 1");
+                      "must be >= 0 (0: concurrent_generations)");
+  }
+  const ConnectionOptions& co = c.connections;
+  if (!(co.idle_timeout_seconds > 0 && co.idle_timeout_seconds <= 86400)) {
+    return OutOfRange("connections.idle_timeout_seconds", absl::StrCat(co.idle_timeout_seconds),
+                      "must be in (0, 86400]");
+  }
+  if (!(co.max_age_seconds >= 0 && co.max_age_seconds <= 30 * 86400)) {
+    return OutOfRange("connections.max_age_seconds", absl::StrCat(co.max_age_seconds),
+                      "must be in [0, 2592000] (0: no limit)");
+  }
+  if (co.max_metadata_bytes < 1024 || co.max_metadata_bytes > (1 << 20)) {
+    return OutOfRange("connections.max_metadata_bytes", absl::StrCat(co.max_metadata_bytes),
+                      "must be in [1024, 1048576]");
+  }
+  if (co.memory_quota_bytes < (16ull << 20)) {
+    return OutOfRange("connections.memory_quota_bytes", absl::StrCat(co.memory_quota_bytes),
+                      "must be >= 16777216");
+  }
+  if (co.max_threads < 4 || co.max_threads > 4096) {
+    return OutOfRange("connections.max_threads", absl::StrCat(co.max_threads),
+                      "must be in [4, 4096]");
   }
   if (c.tls.cert_file.empty() != c.tls.key_file.empty()) {
     return absl::InvalidArgumentError(

@@ -22,7 +22,18 @@ struct StreamingOptions {
 
 struct AuthOptions {
   std::string api_keys_file;  // empty: no authentication
-  int max_concurrent_per_key = 4;
+  // 0: concurrent_generations, so that one key cannot hold every engine thread; a larger
+  // value must be set explicitly.
+  int max_concurrent_per_key = 0;
+};
+
+// Server-wide bounds of gRPC's own resources (the `connections` keys).
+struct ConnectionOptions {
+  double idle_timeout_seconds = 300;         // a connection without calls for this long is closed
+  double max_age_seconds = 3600;             // then closed after its calls finish (0: no limit)
+  int max_metadata_bytes = 16384;            // request headers (an API key is ~60 bytes)
+  uint64_t memory_quota_bytes = 1ull << 30;  // gRPC's buffers of every connection together
+  int max_threads = 64;                      // gRPC's threads
 };
 
 struct TlsOptions {
@@ -48,6 +59,7 @@ struct ServerConfig {
   ServerLimits limits;
   StreamingOptions streaming;
   AuthOptions auth;
+  ConnectionOptions connections;
   TlsOptions tls;
 };
 

@@ -1,5 +1,6 @@
 #include "server/service/service.h"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -8,6 +9,8 @@
 #include <filesystem>
 #include <random>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/service/attention_chunker.h"
 #include "server/service/prep_pool.h"
@@ -70,6 +73,27 @@ const char* StatusCodeName(grpc::StatusCode code) {
   }
 }
 
+// After a request that left more than kTrimThresholdBytes free in malloc's arenas (a long
+// capture, a big report), give them back to the system: glibc keeps freed memory otherwise,
+// and RSS stayed at 1-4 GB after bursts.
+constexpr size_t kTrimThresholdBytes = 256u << 20;
+void ReturnFreeMemory() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 info = mallinfo2();
+  if (info.fordblks > kTrimThresholdBytes) malloc_trim(0);
+#endif
+}
+
+// An engine job whose exception ends its call through `fail` (INTERNAL, logged by CatchAll)
+// instead of terminating the server from the engine's thread.
+template <typename Job, typename Fail>
+std::function<void()> CatchingJob(const char* method, Job job, Fail fail) {
+  return [method, job = std::move(job), fail = std::move(fail)]() mutable {
+    const grpc::Status failed = CatchAll(absl::StrCat(method, " (running the model)"), job);
+    if (!failed.ok()) fail(failed);
+  };
+}
+
 // The request's log line and bookkeeping; logged once, when the last holder lets go (after
 // both the RPC and the engine work have ended).
 struct RequestRecord {
@@ -83,13 +107,17 @@ struct RequestRecord {
   grpc::Status status;
 
   ~RequestRecord() {
+    // Client-supplied text is quoted and C-escaped: a newline in client_tag cannot forge a
+    // log line.
     spdlog::info(
         "request id={} method={} key={} tag=\"{}\" input_tokens={} generated_tokens={} "
-        "attention_bytes={} queue_wait_ms={:.1f} duration_ms={:.1f} status={}{}{}",
-        admission.request_id, method, admission.key_name, client_tag, input_tokens,
+        "attention_bytes={} queue_wait_ms={:.1f} duration_ms={:.1f} status={}{}{}{}",
+        admission.request_id, method, admission.key_name, absl::CEscape(client_tag), input_tokens,
         generated_tokens, attention_bytes, queue_seconds * 1e3,
         SecondsSince(admission.arrival) * 1e3, StatusCodeName(status.error_code()),
-        status.ok() ? "" : " message=\"", status.ok() ? "" : status.error_message() + "\"");
+        status.ok() ? "" : " message=\"", status.ok() ? "" : absl::CEscape(status.error_message()),
+        status.ok() ? "" : "\"");
+    ReturnFreeMemory();
   }
 };
 
@@ -205,11 +233,15 @@ class UnaryCall : public grpc::ServerUnaryReactor {
                          const std::function<void()>& write_response) {
     UnaryCall* reactor = nullptr;
     std::shared_ptr<RequestRecord> record;
+    grpc::Status final_status = status;
     {
       std::lock_guard<std::mutex> lock(state->mutex);
       if (state->finished) return false;
       state->finished = true;
-      if (write_response) write_response();
+      if (write_response) {
+        grpc::Status written = CatchAll("writing the reply", write_response);
+        if (!written.ok()) final_status = written;
+      }
       reactor = state->reactor;
       // The call's slots (in flight, its key's concurrency) end with its reply, not at
       // OnDone, which gRPC may run much later while its callback threads parse other
@@ -217,8 +249,8 @@ class UnaryCall : public grpc::ServerUnaryReactor {
       // Work still running (an engine or preparation job) holds its own reference.
       record = std::move(state->record);
     }
-    record->status = status;
-    reactor->Finish(status);
+    record->status = final_status;
+    reactor->Finish(final_status);
     return true;
   }
   bool FinishOnce(const grpc::Status& status, const std::function<void()>& write_response) {
@@ -243,12 +275,26 @@ std::string MakeRequestIdPrefix() {
   return buffer;
 }
 
+// The key a refusal names (the per-key limit's message carries it), for the log line.
+std::string RefusedKeyName(const absl::Status& refusal) {
+  constexpr absl::string_view kPrefix = "API key '";
+  const absl::string_view message = refusal.message();
+  if (absl::StartsWith(message, kPrefix)) {
+    const size_t end = message.find('\'', kPrefix.size());
+    if (end != absl::string_view::npos) {
+      return std::string(message.substr(kPrefix.size(), end - kPrefix.size()));
+    }
+  }
+  return refusal.code() == absl::StatusCode::kUnauthenticated ? "(unauthenticated)" : "-";
+}
+
 // Records a unary call's admission (key, per-key limit, draining), or finishes the call with
 // the refusal and returns false.
 bool AdmitOrFinish(absl::StatusOr<Admission> admission, RequestRecord& record, UnaryCall* reactor) {
   if (!admission.ok()) {
     record.admission.arrival = Clock::now();
     record.admission.request_id = "-";
+    record.admission.key_name = RefusedKeyName(admission.status());
     reactor->FinishOnce(ToGrpcStatus(admission.status()), nullptr);
     return false;
   }
@@ -307,15 +353,37 @@ absl::StatusOr<Admission> AttnScopeService::Admit(grpc::CallbackServerContext* c
   admission.arrival = Clock::now();
   admission.request_id = absl::StrCat(request_id_prefix_, "-", next_request_number_.fetch_add(1));
   admission.key_name = "anonymous";
+  // The headers' size as HPACK counts it (32 bytes per entry). gRPC's own limit, beyond
+  // which it drops the whole connection, is set above this one (server.cc), so a call whose
+  // headers are merely too large fails alone.
+  const auto& metadata = context->client_metadata();
+  size_t metadata_bytes = 0;
+  for (const auto& [name, value] : metadata) metadata_bytes += name.size() + value.size() + 32;
+  const size_t max_metadata = static_cast<size_t>(config_.connections.max_metadata_bytes);
+  if (metadata_bytes > max_metadata) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request headers = ", metadata_bytes,
+        " bytes: exceed the server limit connections.max_metadata_bytes = ", max_metadata));
+  }
   if (keys_.enabled()) {
-    const auto& metadata = context->client_metadata();
     auto it = metadata.find("authorization");
     std::string_view value;
     if (it != metadata.end()) value = std::string_view(it->second.data(), it->second.size());
     absl::StatusOr<const ApiKey*> key = keys_.Authenticate(it == metadata.end() ? nullptr : &value);
     if (!key.ok()) {
-      spdlog::warn("request id={} rejected: {}", admission.request_id,
-                   std::string(key.status().message()));
+      // At most one line a second: a client looping bad keys must not flood the log.
+      const int64_t now_s =
+          std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+      int64_t last = last_unauthenticated_log_s_.load();
+      if (now_s != last && last_unauthenticated_log_s_.compare_exchange_strong(last, now_s)) {
+        spdlog::warn(
+            "request id={} rejected: {} ({} more unauthenticated requests since the "
+            "last such line)",
+            admission.request_id, std::string(key.status().message()),
+            unauthenticated_suppressed_.exchange(0));
+      } else {
+        unauthenticated_suppressed_.fetch_add(1);
+      }
       return key.status();
     }
     admission.key_name = (*key)->name;
@@ -343,6 +411,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
   if (!admission.ok()) {
     record->admission.arrival = Clock::now();
     record->admission.request_id = "-";
+    record->admission.key_name = RefusedKeyName(admission.status());
     reactor->FinishNow(ToGrpcStatus(admission.status()));
     return reactor;
   }
@@ -415,7 +484,9 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
         }
         call->prepared = *std::move(prepared);
         call->record->input_tokens = static_cast<int>(call->prepared.prompt.ids.size());
-        absl::Status submitted = worker_->Submit(std::move(engine_job));
+        absl::Status submitted = worker_->Submit(
+            CatchingJob("GenerateWithAttention", std::move(engine_job),
+                        [call](const grpc::Status& status) { call->stream->Close(status); }));
         if (!submitted.ok()) call->stream->Close(ToGrpcStatus(submitted));
       },
       [call](const grpc::Status& status) { call->stream->Close(status); });
@@ -486,7 +557,10 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         }
         record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
         *shared_prepared = *std::move(prepared);
-        absl::Status submitted = worker_->Submit(std::move(engine_job));
+        absl::Status submitted = worker_->Submit(
+            CatchingJob("AnalyzeHeads", std::move(engine_job), [state](const grpc::Status& status) {
+              UnaryCall::FinishOnce(state, status, nullptr);
+            }));
         if (!submitted.ok()) UnaryCall::FinishOnce(state, ToGrpcStatus(submitted), nullptr);
       },
       [state](const grpc::Status& status) { UnaryCall::FinishOnce(state, status, nullptr); });
@@ -536,9 +610,12 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
         if (state->cancelled->load()) return;
         const session::ModelView view = model_view();
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
+        const absl::Status sizes = converted.ok()
+                                       ? session::CheckRequestSizes(*converted, config_.limits)
+                                       : converted.status();
         absl::StatusOr<PreparedPrompt> input =
-            converted.ok() ? session::ResolvePromptInput(converted->input, view)
-                           : absl::StatusOr<PreparedPrompt>(converted.status());
+            sizes.ok() ? session::ResolvePromptInput(converted->input, view)
+                       : absl::StatusOr<PreparedPrompt>(sizes);
         if (!input.ok()) {
           UnaryCall::FinishOnce(state, ToGrpcStatus(input.status()), nullptr);
           return;
@@ -585,6 +662,7 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
   if (!admission.ok()) {
     record->admission.arrival = Clock::now();
     record->admission.request_id = "-";
+    record->admission.key_name = RefusedKeyName(admission.status());
     ScoreReactor::Close(state, ToGrpcStatus(admission.status()));
     return reactor;
   }
@@ -652,7 +730,9 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
         }
         record->input_tokens = static_cast<int>(prepared->prompt.ids.size());
         *shared_prepared = *std::move(prepared);
-        absl::Status submitted = worker_->Submit(std::move(engine_job));
+        absl::Status submitted = worker_->Submit(CatchingJob(
+            "ScoreAnswers", std::move(engine_job),
+            [state](const grpc::Status& status) { ScoreReactor::Close(state, status); }));
         if (!submitted.ok()) ScoreReactor::Close(state, ToGrpcStatus(submitted));
       },
       [state](const grpc::Status& status) { ScoreReactor::Close(state, status); });

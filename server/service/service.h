@@ -70,6 +70,10 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   std::unique_ptr<session::LoadedModel> model_;
   std::atomic<bool> model_ready_{false};
   std::atomic<bool> draining_{false};
+  // Rate limit of the unauthenticated-refusal log line: the second it was last written and
+  // the refusals not logged since.
+  std::atomic<int64_t> last_unauthenticated_log_s_{0};
+  std::atomic<int> unauthenticated_suppressed_{0};
   InFlightCalls in_flight_;
   std::atomic<uint64_t> next_request_number_{1};
   std::string request_id_prefix_;

@@ -32,7 +32,211 @@ int64_t OrdinaryVocabularyEnd(const ModelView& model) {
   return end;
 }
 
+absl::Status TooMany(const std::string& field, uint64_t count, const char* unit,
+                     const std::string& limit_name, uint64_t limit) {
+  return FieldError(field, absl::StrCat(count, " ", unit),
+                    absl::StrCat("exceeds the server limit ", limit_name, " = ", limit));
+}
+
+absl::Status CheckStrings(const std::vector<std::string>& strings, const std::string& field,
+                          int max_count, const char* count_name, int max_bytes,
+                          const char* bytes_name) {
+  if (strings.size() > static_cast<size_t>(max_count)) {
+    return TooMany(field, strings.size(), "entries", count_name, max_count);
+  }
+  for (size_t i = 0; i < strings.size(); ++i) {
+    if (strings[i].size() > static_cast<size_t>(max_bytes)) {
+      return TooMany(absl::StrCat(field, "[", i, "]"), strings[i].size(), "bytes", bytes_name,
+                     max_bytes);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIndexList(const std::vector<int>& list, const std::string& field,
+                            const RequestLimits& limits) {
+  if (list.size() > static_cast<size_t>(limits.max_index_entries)) {
+    return TooMany(field, list.size(), "entries", "limits.max_index_entries",
+                   limits.max_index_entries);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PromptTokensOverLimit(uint64_t tokens, const RequestLimits& limits,
+                                   const std::string& prefix = "") {
+  // The input is the field to shorten.
+  return WithRefusedField(
+      FieldError(prefix + "prompt tokens", absl::StrCat(tokens),
+                 absl::StrCat("exceeds the server limit limits.max_prompt_tokens = ",
+                              limits.max_prompt_tokens)),
+      prefix.empty() ? "input" : prefix.substr(0, prefix.size() - 1));
+}
+
+absl::Status CheckInputSize(const PromptInput& input, const std::string& prefix,
+                            const RequestLimits& limits) {
+  const uint64_t max_bytes = limits.max_prompt_bytes();
+  const std::string bytes_limit = "limits.max_prompt_bytes_per_token x limits.max_prompt_tokens";
+  switch (input.kind) {
+    case PromptInput::Kind::kText:
+      if (input.text.size() > max_bytes) {
+        return TooMany(prefix + "text", input.text.size(), "bytes", bytes_limit, max_bytes);
+      }
+      break;
+    case PromptInput::Kind::kIds:
+      // The ids are the prompt's tokens: the same message as after tokenization.
+      if (input.ids.size() > static_cast<size_t>(limits.max_prompt_tokens)) {
+        return PromptTokensOverLimit(input.ids.size(), limits, prefix);
+      }
+      break;
+    case PromptInput::Kind::kChat: {
+      // Every message renders to at least one token (its role markers).
+      if (input.messages.size() > static_cast<size_t>(limits.max_prompt_tokens)) {
+        return TooMany(prefix + "messages.messages", input.messages.size(), "messages",
+                       "limits.max_prompt_tokens", limits.max_prompt_tokens);
+      }
+      uint64_t total = input.messages_json.size() + input.tools_json.size() +
+                       input.documents_json.size() + input.template_kwargs_json.size() +
+                       input.template_date.size();
+      for (const ChatMessage& message : input.messages) {
+        total += message.role.size() + message.content.size();
+      }
+      if (total > max_bytes) {
+        return WithRefusedField(TooMany(prefix + "messages (every field's bytes together)", total,
+                                        "bytes", bytes_limit, max_bytes),
+                                prefix + "messages");
+      }
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status CheckInterventionCount(const Request& request, const RequestLimits& limits) {
+  if (request.interventions.size() > static_cast<size_t>(limits.max_interventions)) {
+    return TooMany("interventions", request.interventions.size(), "interventions",
+                   "limits.max_interventions", limits.max_interventions);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRequestSizes(const Request& request, const RequestLimits& limits) {
+  if (request.input) ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckInputSize(*request.input, "", limits));
+  if (request.patch_source) {
+    ATTNSCOPE_SESSION_RETURN_IF_ERROR(
+        CheckInputSize(*request.patch_source, "interventions.patch_source.", limits));
+  }
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckInterventionCount(request, limits));
+  // Every intervention's lists together count as one index list and one term list.
+  uint64_t indices = 0, terms = 0;
+  for (const Intervention& item : request.interventions) {
+    indices += item.heads.size() + item.key_positions.size() + item.positions.size();
+    terms += item.key_terms.size();
+    for (const std::string& term : item.key_terms) {
+      if (term.size() > static_cast<size_t>(limits.max_term_bytes)) {
+        return WithRefusedField(TooMany("interventions key_terms entry", term.size(), "bytes",
+                                        "limits.max_term_bytes", limits.max_term_bytes),
+                                "interventions.items");
+      }
+    }
+  }
+  if (indices > static_cast<uint64_t>(limits.max_index_entries)) {
+    return WithRefusedField(
+        TooMany("interventions (heads + key_positions + positions of every item)", indices,
+                "entries", "limits.max_index_entries", limits.max_index_entries),
+        "interventions.items");
+  }
+  if (terms > static_cast<uint64_t>(limits.max_terms)) {
+    return WithRefusedField(TooMany("interventions (key_terms of every item)", terms, "entries",
+                                    "limits.max_terms", limits.max_terms),
+                            "interventions.items");
+  }
+  const GenerationSpec& generation = request.generation;
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckStrings(
+      generation.stop_strings, "generation.stop_strings", limits.max_stop_strings,
+      "limits.max_stop_strings", limits.max_stop_string_bytes, "limits.max_stop_string_bytes"));
+  if (generation.eos_token_ids.size() > static_cast<size_t>(limits.max_eos_token_ids)) {
+    return TooMany("generation.eos_token_ids", generation.eos_token_ids.size(), "entries",
+                   "limits.max_eos_token_ids", limits.max_eos_token_ids);
+  }
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(
+      CheckIndexList(request.capture.layers, "capture.layers", limits));
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckIndexList(request.capture.heads, "capture.heads", limits));
+  const AnalysisSpec& analysis = request.analysis;
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckIndexList(analysis.layers, "analysis.layers", limits));
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckIndexList(analysis.heads, "analysis.heads", limits));
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckStrings(analysis.terms, "analysis.terms", limits.max_terms,
+                                                 "limits.max_terms", limits.max_term_bytes,
+                                                 "limits.max_term_bytes"));
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckStrings(analysis.queries, "analysis.queries",
+                                                 limits.max_queries, "limits.max_queries",
+                                                 limits.max_term_bytes, "limits.max_term_bytes"));
+  return absl::OkStatus();
+}
+
+uint64_t AnalysisReplyBytesBound(const PreparedAnalysis& prepared) {
+  // Generous per-entry sizes of the report JSON plus the proto summaries: a token string
+  // with its id (JSON-escaped, up to 64 bytes), a head's two metric sets, a top-k key, a
+  // submatrix value (a JSON double is at most 24 characters, then a comma).
+  constexpr uint64_t kTokenBytes = 64, kHeadBytes = 1024, kListBytes = 160, kKeyBytes = 112,
+                     kTermBytes = 96, kValueBytes = 26;
+  const analysis::AnalysisOptions& options = prepared.options;
+  const uint64_t prompt = prepared.prompt.ids.size();
+  const uint64_t generated = static_cast<uint64_t>(prepared.params.max_new_tokens);
+  const uint64_t tokens = prompt + generated;
+  const uint64_t heads = static_cast<uint64_t>(prepared.capture.layers.size()) *
+                         static_cast<uint64_t>(prepared.capture.heads.size());
+  uint64_t bytes = 2 * tokens * kTokenBytes + prepared.prompt.text.size() + heads * kHeadBytes;
+  uint64_t per_head_terms = kHeadBytes + static_cast<uint64_t>(options.top_terms) * kTermBytes;
+  if (options.term_submatrix) per_head_terms += generated * prompt * kValueBytes;
+  bytes += heads * per_head_terms;
+  // One top-k list per layer and query position (and per head with top_k_per_head).
+  const uint64_t query_positions =
+      static_cast<uint64_t>(options.queries.size()) *
+      std::min<uint64_t>(static_cast<uint64_t>(std::max(options.max_query_positions, 0)), prompt);
+  const uint64_t lists_per_position =
+      1 + (options.top_k_per_head ? prepared.capture.heads.size() : 0);
+  bytes += prepared.capture.layers.size() * query_positions * lists_per_position *
+           (kListBytes + static_cast<uint64_t>(options.top_k_keys) * kKeyBytes);
+  return bytes;
+}
+
+uint64_t MaxRequestBytes(const RequestLimits& limits) {
+  // Worst-case protobuf encodings: a tag and a length (<= 6 bytes) per string or list, <= 11
+  // bytes per varint (10) with its share of a packed field, 16 bytes of framing per chat
+  // message.
+  const uint64_t prompt_tokens = static_cast<uint64_t>(limits.max_prompt_tokens);
+  const uint64_t text = limits.max_prompt_bytes() + 6;
+  const uint64_t ids = 11 * prompt_tokens + 6;
+  const uint64_t chat = limits.max_prompt_bytes() + 16 * prompt_tokens + 5 * 6;
+  // The prompt and the patch source are inputs each.
+  const uint64_t inputs = 2 * std::max({text, ids, chat});
+  const uint64_t stop =
+      static_cast<uint64_t>(limits.max_stop_strings) * (limits.max_stop_string_bytes + 6);
+  const uint64_t eos = 11 * static_cast<uint64_t>(limits.max_eos_token_ids) + 6;
+  const uint64_t index_list = 11 * static_cast<uint64_t>(limits.max_index_entries) + 6;
+  const uint64_t terms =
+      static_cast<uint64_t>(limits.max_terms) * (static_cast<uint64_t>(limits.max_term_bytes) + 6);
+  const uint64_t queries = static_cast<uint64_t>(limits.max_queries) *
+                           (static_cast<uint64_t>(limits.max_term_bytes) + 6);
+  // Every intervention's lists together are one index list and one term list
+  // (CheckRequestSizes).
+  constexpr uint64_t kItemScalars = 64;  // an intervention's layer, mode, rows, framing
+  const uint64_t interventions =
+      static_cast<uint64_t>(limits.max_interventions) * kItemScalars + index_list + terms;
+  const uint64_t candidate_tokens = static_cast<uint64_t>(limits.max_candidate_tokens);
+  // A candidate's text is refused over 64 bytes per allowed token (score_validation.cc).
+  const uint64_t candidates = static_cast<uint64_t>(limits.max_candidates) *
+                              (std::max(64 * candidate_tokens, 11 * candidate_tokens) + 12);
+  constexpr uint64_t kScalarsAndTag = 4096;  // every scalar field and the client_tag
+  // GenerateRequest has capture's two lists where AnalyzeRequest has analysis' two, so the
+  // analysis bound covers both; ScoreRequest has candidates and the sweep's two lists.
+  const uint64_t analyze =
+      inputs + stop + eos + 2 * index_list + terms + queries + interventions + kScalarsAndTag;
+  const uint64_t score = inputs + candidates + 2 * index_list + interventions + kScalarsAndTag;
+  return std::max(analyze, score);
+}
 
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& p,
                                                           const ModelView& model,
@@ -141,14 +345,7 @@ absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInpu
 
 absl::Status CheckTokenLimits(int prompt_tokens, int max_new_tokens, const ModelConfig& config,
                               const RequestLimits& limits) {
-  if (prompt_tokens > limits.max_prompt_tokens) {
-    // The input is the field to shorten.
-    return WithRefusedField(
-        FieldError("prompt tokens", absl::StrCat(prompt_tokens),
-                   absl::StrCat("exceeds the server limit limits.max_prompt_tokens = ",
-                                limits.max_prompt_tokens)),
-        "input");
-  }
+  if (prompt_tokens > limits.max_prompt_tokens) return PromptTokensOverLimit(prompt_tokens, limits);
   const int64_t total = static_cast<int64_t>(prompt_tokens) + max_new_tokens;
   if (total > limits.max_total_tokens) {
     return WithRefusedField(
@@ -208,6 +405,7 @@ absl::StatusOr<analysis::AnalysisOptions> ResolveAnalysisOptions(const AnalysisS
 absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, const ModelView& model,
                                                      const RequestLimits& limits) {
   PreparedGeneration prepared;
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckRequestSizes(request, limits));
   absl::StatusOr<GenerationParams> params =
       ValidateGenerationParams(request.generation, model, limits);
   if (!params.ok()) return params.status();
@@ -237,6 +435,7 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
                                                  const RequestLimits& limits) {
   const AnalysisSpec& spec = request.analysis;
   PreparedAnalysis prepared;
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckRequestSizes(request, limits));
   absl::StatusOr<GenerationParams> params =
       ValidateGenerationParams(request.generation, model, limits);
   if (!params.ok()) return params.status();
@@ -283,6 +482,20 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(
       CheckTokenLimits(prompt_tokens, prepared.params.max_new_tokens, *model.config, limits));
 
+  // The reply's size is known from the request: refuse it now, not after generation built it.
+  const uint64_t reply_bound = AnalysisReplyBytesBound(prepared);
+  if (reply_bound > limits.max_reply_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the AnalyzeHeads reply could reach ", reply_bound, " bytes (", prompt_tokens, " prompt + ",
+        prepared.params.max_new_tokens, " new tokens, ", prepared.capture.layers.size(),
+        " layers x ", prepared.capture.heads.size(), " heads, ", prepared.options.queries.size(),
+        " analysis.queries", prepared.options.top_k_per_head ? ", top_k_per_head" : "",
+        prepared.options.term_submatrix ? ", include_term_submatrix" : "",
+        "): over the server limit limits.max_reply_bytes = ", limits.max_reply_bytes,
+        "; ask for fewer queries, layers or heads, a smaller top_k, or no top_k_per_head / "
+        "include_term_submatrix"));
+  }
+
   analysis::AnalysisInput& input = prepared.input;
   input.token_ids = prompt.ids;
   input.tokens = prompt.tokens;
@@ -315,11 +528,7 @@ absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
                                                      const RequestLimits& limits) {
   InterventionSet set;
   // The count first: nothing is resolved or tokenized for an oversized list.
-  if (static_cast<int64_t>(request.interventions.size()) > limits.max_interventions) {
-    return FieldError("interventions", absl::StrCat(request.interventions.size(), " interventions"),
-                      absl::StrCat("exceeds the server limit limits.max_interventions = ",
-                                   limits.max_interventions));
-  }
+  ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckInterventionCount(request, limits));
   set.items = request.interventions;
   if (request.patch_source) {
     absl::StatusOr<PreparedPrompt> source = ResolvePromptInput(request.patch_source, model);

@@ -74,6 +74,25 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const CaptureRequest& spec,
 absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInput>& input,
                                                   const ModelView& model);
 
+// Every size of the request (text bytes, ids, chat messages and bytes of the prompt and of the
+// patch source, stop strings, eos ids, index lists, terms, queries, the interventions' count,
+// lists and terms) against the limits, each in O(1) or O(count after the count was checked):
+// run before anything tokenizes or renders the input.
+absl::Status CheckRequestSizes(const Request& request, const RequestLimits& limits);
+
+// request.interventions' count against limits.max_interventions.
+absl::Status CheckInterventionCount(const Request& request, const RequestLimits& limits);
+
+// An upper bound of the AnalyzeHeads reply's bytes (report JSON + proto summaries, from
+// generous per-entry sizes), from the prepared request alone; PrepareAnalysis refuses it over
+// limits.max_reply_bytes before generation. The built reply is still measured before it is
+// sent.
+uint64_t AnalysisReplyBytesBound(const PreparedAnalysis& prepared);
+
+// The largest serialized request the limits admit (plus room for every scalar field): the
+// server's gRPC receive limit, so that nothing much larger is ever parsed.
+uint64_t MaxRequestBytes(const RequestLimits& limits);
+
 // Prompt length, total length and capture size against the limits.
 absl::Status CheckTokenLimits(int prompt_tokens, int max_new_tokens, const ModelConfig& config,
                               const RequestLimits& limits);

@@ -42,6 +42,23 @@ struct RequestLimits {
   int max_candidates = 16;        // ScoreAnswers candidates
   int max_candidate_tokens = 32;  // tokens of one candidate
   int max_sweep_heads = 4096;     // ablated heads (layers x heads) of one sweep
+  // Sizes checked in O(1) before any parsing, tokenizing or chat rendering
+  // (CheckRequestSizes). Text and the chat's total bytes may be this many bytes per
+  // max_prompt_tokens (a token is rarely longer than 16 bytes); ids and chat messages count
+  // against max_prompt_tokens itself.
+  int max_prompt_bytes_per_token = 16;
+  int max_stop_strings = 16;
+  int max_stop_string_bytes = 256;
+  int max_eos_token_ids = 64;
+  int max_index_entries = 1024;  // each of capture/analysis layers and heads
+  int max_terms = 256;           // analysis.terms
+  int max_queries = 64;          // analysis.queries
+  int max_term_bytes = 256;      // each term and query
+
+  uint64_t max_prompt_bytes() const {
+    return static_cast<uint64_t>(max_prompt_bytes_per_token) *
+           static_cast<uint64_t>(max_prompt_tokens);
+  }
 
   // Local mode: only the model's own bounds (max_position_embeddings) apply.
   static RequestLimits Unbounded() {
@@ -55,6 +72,14 @@ struct RequestLimits {
     limits.max_candidates = std::numeric_limits<int>::max();
     limits.max_candidate_tokens = std::numeric_limits<int>::max();
     limits.max_sweep_heads = std::numeric_limits<int>::max();
+    limits.max_prompt_bytes_per_token = std::numeric_limits<int>::max();
+    limits.max_stop_strings = std::numeric_limits<int>::max();
+    limits.max_stop_string_bytes = std::numeric_limits<int>::max();
+    limits.max_eos_token_ids = std::numeric_limits<int>::max();
+    limits.max_index_entries = std::numeric_limits<int>::max();
+    limits.max_terms = std::numeric_limits<int>::max();
+    limits.max_queries = std::numeric_limits<int>::max();
+    limits.max_term_bytes = std::numeric_limits<int>::max();
     return limits;
   }
 };

@@ -83,6 +83,23 @@ TEST(ServerConfigTest, ShippedConfigParsesToTheDefaults) {
   EXPECT_EQ(shipped->streaming.stall_timeout_seconds, defaults.streaming.stall_timeout_seconds);
   EXPECT_EQ(shipped->auth.max_concurrent_per_key, defaults.auth.max_concurrent_per_key);
   EXPECT_EQ(shipped->drain_grace_seconds, defaults.drain_grace_seconds);
+  // The request size limits and the connections section (issue 16).
+  const ServerLimits& l = shipped->limits;
+  EXPECT_EQ(l.max_prompt_bytes_per_token, defaults.limits.max_prompt_bytes_per_token);
+  EXPECT_EQ(l.max_stop_strings, defaults.limits.max_stop_strings);
+  EXPECT_EQ(l.max_stop_string_bytes, defaults.limits.max_stop_string_bytes);
+  EXPECT_EQ(l.max_eos_token_ids, defaults.limits.max_eos_token_ids);
+  EXPECT_EQ(l.max_index_entries, defaults.limits.max_index_entries);
+  EXPECT_EQ(l.max_terms, defaults.limits.max_terms);
+  EXPECT_EQ(l.max_queries, defaults.limits.max_queries);
+  EXPECT_EQ(l.max_term_bytes, defaults.limits.max_term_bytes);
+  const ConnectionOptions& c = shipped->connections;
+  EXPECT_EQ(c.idle_timeout_seconds, defaults.connections.idle_timeout_seconds);
+  EXPECT_EQ(c.max_age_seconds, defaults.connections.max_age_seconds);
+  EXPECT_EQ(c.max_metadata_bytes, defaults.connections.max_metadata_bytes);
+  EXPECT_EQ(c.memory_quota_bytes, defaults.connections.memory_quota_bytes);
+  EXPECT_EQ(c.max_threads, defaults.connections.max_threads);
+  EXPECT_EQ(defaults.auth.max_concurrent_per_key, 0);  // 0: concurrent_generations
 }
 
 TEST(ServerConfigTest, LayerDevicesListReachesTheConfig) {
