@@ -140,6 +140,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(connections.Read("max_threads", &co.max_threads));
   RETURN_IF_ERROR_CFG(connections.CheckUnknownKeys());
 
+  Section debug(top.Child("debug"), "debug", source);
+  RETURN_IF_ERROR_CFG(debug.Read("exception_injection", &config.debug.exception_injection));
+  RETURN_IF_ERROR_CFG(debug.CheckUnknownKeys());
+
   Section tls(top.Child("tls"), "tls", source);
   RETURN_IF_ERROR_CFG(tls.Read("cert_file", &config.tls.cert_file));
   RETURN_IF_ERROR_CFG(tls.Read("key_file", &config.tls.key_file));

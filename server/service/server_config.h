@@ -36,6 +36,14 @@ struct ConnectionOptions {
   int max_threads = 64;                      // gRPC's threads
 };
 
+// Test hooks (the `debug` keys); off in any real deployment.
+struct DebugOptions {
+  // A request whose `attnscope-debug-throw` header names "prepare", "engine" or "reply" throws
+  // there (Tokenize, AnalyzeHeads, GetModelInfo): the reliability suite's trigger of the
+  // exception paths (INTERNAL, log line, admission released).
+  bool exception_injection = false;
+};
+
 struct TlsOptions {
   std::string cert_file;  // both empty: plaintext
   std::string key_file;
@@ -60,6 +68,7 @@ struct ServerConfig {
   StreamingOptions streaming;
   AuthOptions auth;
   ConnectionOptions connections;
+  DebugOptions debug;
   TlsOptions tls;
 };
 

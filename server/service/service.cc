@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <stdexcept>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -82,6 +83,22 @@ void ReturnFreeMemory() {
   const struct mallinfo2 info = mallinfo2();
   if (info.fordblks > kTrimThresholdBytes) malloc_trim(0);
 #endif
+}
+
+// debug.exception_injection (the reliability suite's only way to reach the exception paths):
+// the point a request names in its `attnscope-debug-throw` header ("prepare", "engine",
+// "reply") throws there. Empty when the flag is off or the header absent.
+std::string InjectedExceptionPoint(grpc::CallbackServerContext* context, bool enabled) {
+  if (!enabled) return "";
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("attnscope-debug-throw");
+  return it == metadata.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+void MaybeThrowInjected(const std::string& requested, const char* here) {
+  if (requested == here) {
+    throw std::runtime_error(
+        absl::StrCat("exception injected at '", here, "' (debug.exception_injection)"));
+  }
 }
 
 // An engine job whose exception ends its call through `fail` (INTERNAL, logged by CatchAll)
@@ -507,8 +524,10 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   auto state = reactor->state();
   EndOnDrain(*record, state);
   auto shared_prepared = std::make_shared<session::PreparedAnalysis>();
-  auto engine_job = [state, record, model, deadline, response,
+  const std::string inject = InjectedExceptionPoint(context, config_.debug.exception_injection);
+  auto engine_job = [state, record, model, deadline, response, inject,
                      max_reply_bytes = config_.limits.max_reply_bytes, shared_prepared]() {
+    MaybeThrowInjected(inject, "engine");
     const session::PreparedAnalysis& prepared = *shared_prepared;
     record->queue_seconds = SecondsSince(record->admission.arrival);
     record->admission.in_flight->MarkStarted();
@@ -544,9 +563,10 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
   // engine's queue.
   absl::Status queued = SubmitPreparation(
       *prep_, "AnalyzeHeads",
-      [this, state, record, shared_prepared, engine_job = std::move(engine_job),
+      [this, state, record, shared_prepared, engine_job = std::move(engine_job), inject,
        owned = TakeRequest(request)]() mutable {
         if (state->cancelled->load()) return;
+        MaybeThrowInjected(inject, "prepare");
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
         absl::StatusOr<session::PreparedAnalysis> prepared =
             converted.ok() ? session::PrepareAnalysis(*converted, model_view(), config_.limits)
@@ -575,7 +595,9 @@ grpc::ServerUnaryReactor* AttnScopeService::GetModelInfo(grpc::CallbackServerCon
   record->method = "GetModelInfo";
   auto* reactor = new UnaryCall(record);
   if (!AdmitOrFinish(Admit(context), *record, reactor)) return reactor;
+  const std::string inject = InjectedExceptionPoint(context, config_.debug.exception_injection);
   reactor->FinishOnce(grpc::Status::OK, [&] {
+    MaybeThrowInjected(inject, "reply");
     FillModelInfo(*model_, response->mutable_model());
     v1::ServerLimits* limits = response->mutable_limits();
     limits->set_max_prompt_tokens(config_.limits.max_prompt_tokens);
@@ -606,8 +628,10 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
   // Tokenization and chat rendering run off gRPC's callback threads.
   absl::Status queued = SubmitPreparation(
       *prep_, "Tokenize",
-      [this, state, record, response, owned = TakeRequest(request)] {
+      [this, state, record, response, owned = TakeRequest(request),
+       inject = InjectedExceptionPoint(context, config_.debug.exception_injection)] {
         if (state->cancelled->load()) return;
+        MaybeThrowInjected(inject, "prepare");
         const session::ModelView view = model_view();
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
         const absl::Status sizes = converted.ok()

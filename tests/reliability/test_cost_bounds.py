@@ -325,3 +325,60 @@ def test_unauthenticated_refusals_are_rate_limited_in_the_log(start_server, tmp_
     warned = [line for line in server.stderr_text().splitlines()
               if "rejected: invalid API key" in line]
     assert 1 <= len(warned) <= elapsed + 2, (len(warned), elapsed)
+
+
+EXCEPTION_CASES = [
+    ("Tokenize", lambda: pb2.TokenizeRequest(text="abc"), "prepare"),
+    ("GetModelInfo", pb2.GetModelInfoRequest, "reply"),
+    ("AnalyzeHeads", analyze, "prepare"),
+    ("AnalyzeHeads", analyze, "engine"),
+]
+
+
+def test_exception_in_a_handler_is_internal_and_releases_admission(start_server, tmp_path):
+    # debug.exception_injection makes the point a request names throw (the real server's
+    # code, behind a test-only flag). Before the fix such an exception reached gRPC: the
+    # client got UNIMPLEMENTED with no message, nothing was logged, and the call's key slot
+    # and in-flight count were never released, so the key was locked out and SIGTERM waited
+    # the whole drain grace.
+    grace = 30
+    server = keyed_server(start_server, tmp_path, {
+        "concurrent_generations": 2, "drain_grace_seconds": grace,
+        "debug": {"exception_injection": True}})
+    limit = 2  # auth.max_concurrent_per_key 0 = concurrent_generations
+    for method, make_request, point in EXCEPTION_CASES:
+        for _ in range(limit + 1):  # a leaked slot would refuse the last one
+            status, details, _ = unary(server, method, make_request(),
+                                       ALICE + [("attnscope-debug-throw", point)])
+            assert status == "INTERNAL", (method, point, status, details)
+            assert f"exception injected at '{point}'" in details, (method, point, details)
+    expected = len(EXCEPTION_CASES) * (limit + 1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = server.stderr_text()
+        exceptions = text.count("unexpected exception: exception injected at")
+        records = len([line for line in text.splitlines()
+                       if "status=INTERNAL" in line and "key=alice" in line])
+        if exceptions >= expected and records >= expected:
+            break
+        time.sleep(0.05)
+    assert exceptions == expected and records == expected, (exceptions, records, expected)
+    # The key's full number of concurrent requests is available again.
+    chan = harness.channel(server.address)
+    held = []
+    try:
+        stub = harness.stub(chan)
+        for _ in range(limit):
+            call = stub.GenerateWithAttention(
+                harness.generate_request([1, 2, 3], 1000, layers=[0], ignore_eos=True),
+                timeout=60, metadata=ALICE)
+            assert next(call).WhichOneof("event") == "header"
+            held.append(call)
+    finally:
+        for call in held:
+            call.cancel()
+        chan.close()
+    # Nothing is left in flight: SIGTERM drains at once, not after the grace.
+    start = time.monotonic()
+    assert server.stop(timeout=grace + 10) == 0
+    assert time.monotonic() - start < grace / 2, time.monotonic() - start
