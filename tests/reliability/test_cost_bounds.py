@@ -82,7 +82,24 @@ def message(content: str, role: str = "user"):
     return pb2.ChatMessage(role=role, content=content)
 
 
+def with_interventions(count=1, key_positions=0, key_terms=0, patch_text=None):
+    request = gen()
+    for i in range(count):
+        item = request.interventions.items.add()
+        item.knockout.layer = 0
+        if i == 0:
+            item.knockout.key_positions.extend([0] * key_positions)
+            item.knockout.key_terms.extend(["t"] * key_terms)
+    if patch_text is not None:
+        request.interventions.patch_source.text = patch_text
+    return request
+
+
 SIZE_CASES = [
+    ("interventions_count", "Generate", with_interventions(count=65), ["interventions = 65 interventions", "limits.max_interventions = 64"]),
+    ("interventions_indices", "Generate", with_interventions(key_positions=1025), ["= 1025 entries", "limits.max_index_entries = 1024"]),
+    ("interventions_key_terms", "Generate", with_interventions(key_terms=257), ["= 257 entries", "limits.max_terms = 256"]),
+    ("patch_source_text_bytes", "Generate", with_interventions(patch_text="a" * (PROMPT_BYTES + 1)), ["interventions.patch_source.text = 65537 bytes", "max_prompt_bytes_per_token"]),
     ("text_bytes", "Generate", gen(text="a" * (PROMPT_BYTES + 1)), ["text = 65537 bytes", "max_prompt_bytes_per_token", "max_prompt_tokens"]),
     ("tokenize_text_bytes", "Tokenize", pb2.TokenizeRequest(text="a" * (PROMPT_BYTES + 1)), ["text = 65537 bytes", "max_prompt_tokens"]),
     ("analyze_text_bytes", "AnalyzeHeads", pb2.AnalyzeRequest(text="a" * (PROMPT_BYTES + 1)), ["text = 65537 bytes"]),
