@@ -266,6 +266,11 @@ class UnaryCall : public grpc::ServerUnaryReactor {
       // Work still running (an engine or preparation job) holds its own reference.
       record = std::move(state->record);
     }
+    // A call that ends because its work is done gives its key's slot back before the reply
+    // leaves, not when the last holder of the record lets go (the handler or job that
+    // finished it is still unwinding). One ended by a cancellation or a drain keeps the slot
+    // until its work stops.
+    if (!state->cancelled->load()) record->admission.lease = KeyLease();
     record->status = final_status;
     reactor->Finish(final_status);
     return true;

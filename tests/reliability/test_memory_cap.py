@@ -112,6 +112,14 @@ def _hostile_requests():
              max_new_tokens=64)
     generate("generate two million eos_token_ids", text="abc", eos_token_ids=[7] * 2_000_000)
     generate("generate 4 million ids", ids=pb2.TokenIds(ids=[5] * 4_000_000))
+    # The same fields just under a receive limit of ~450 KB, so that they reach the
+    # server's own O(1) checks instead of gRPC's.
+    generate("generate 100000 stop_strings", text="abc", stop_strings=["zz"] * 100_000,
+             max_new_tokens=64)
+    generate("generate 100000 eos_token_ids", text="abc", eos_token_ids=[7] * 100_000)
+    generate("generate 100000 ids", ids=pb2.TokenIds(ids=[5] * 100_000))
+    generate("generate chat of 30000 messages", messages=_chat(30_000))
+    analyze("analyze 100000 layers", layers=[0] * 100_000)
     out.append(("tokenize 16 MiB text", "Tokenize",
                 pb2.TokenizeRequest(text="z" * (16 * 2**20 - 4096)).SerializeToString(), False))
     return out
