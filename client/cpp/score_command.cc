@@ -269,25 +269,34 @@ int RunLocal(const std::string& command, Flags& flags, const ScoreFlags& parsed,
     const Tokenizer* tokenizer = (*model)->tokenizer();
     candidates.push_back({tokenizer ? tokenizer->Decode(ids) : "", ids});
   }
-  Engine& engine = *(*model)->engine;
-  if (sweep) {
-    auto result = engine.Sweep(prompt->ids, candidates, parsed.sweep, [](int done, int total) {
-      ShowProgress(done, total);
-      return absl::OkStatus();
-    });
-    if (!result.ok()) return Fail(command, std::string(result.status().message()));
-    PrintSweep(*result, parsed.json);
-    return 0;
+  session::PreparedScore prepared;
+  prepared.sweep_mode = sweep;
+  prepared.sweep = parsed.sweep;
+  if (!sweep) {
+    int longest = 0;
+    for (const Candidate& c : candidates) {
+      longest = std::max(longest, static_cast<int>(c.ids.size()));
+    }
+    absl::StatusOr<InterventionSet> set = session::PrepareInterventions(
+        *request, *prompt, static_cast<int>(prompt->ids.size()) + longest, view,
+        session::RequestLimits::Unbounded());
+    if (!set.ok()) return Fail(command, std::string(set.status().message()));
+    prepared.interventions = *std::move(set);
   }
-  int longest = 0;
-  for (const Candidate& c : candidates) longest = std::max(longest, static_cast<int>(c.ids.size()));
-  absl::StatusOr<InterventionSet> set = session::PrepareInterventions(
-      *request, *prompt, static_cast<int>(prompt->ids.size()) + longest, view,
-      session::RequestLimits::Unbounded());
-  if (!set.ok()) return Fail(command, std::string(set.status().message()));
-  auto result = engine.Score(prompt->ids, candidates, &*set);
+  prepared.prompt = *std::move(prompt);
+  prepared.candidates = std::move(candidates);
+  // The service's ScoreAnswers runs the same session::RunScore.
+  absl::StatusOr<SweepResult> result =
+      session::RunScore(**model, prepared, [](int done, int total) {
+        ShowProgress(done, total);
+        return absl::OkStatus();
+      });
   if (!result.ok()) return Fail(command, std::string(result.status().message()));
-  PrintScore(*result, parsed.json);
+  if (sweep) {
+    PrintSweep(*result, parsed.json);
+  } else {
+    PrintScore(result->clean, parsed.json);
+  }
   return 0;
 }
 

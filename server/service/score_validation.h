@@ -13,13 +13,7 @@
 
 namespace attnscope::service {
 
-struct PreparedScore {
-  PreparedPrompt prompt;
-  std::vector<Candidate> candidates;
-  InterventionSet interventions;
-  bool sweep_mode = false;
-  SweepSpec sweep;  // resolved when sweep_mode
-};
+using session::PreparedScore;
 
 // Input, candidates (text tokenized as plain text), interventions or sweep, and the limits.
 absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,

@@ -20,7 +20,6 @@
 #include "server/service/score_validation.h"
 #include "server/service/status_util.h"
 #include "server/service/wire_messages.h"
-#include "server/session/intervention_wire.h"
 #include "server/session/request_proto.h"
 #include "server/tokenizer/incremental_decoder.h"
 
@@ -705,44 +704,24 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
     record->queue_seconds = SecondsSince(record->admission.arrival);
     if (state->cancelled.load()) return;
     const auto model_start = Clock::now();
-    v1::ScoreResponse message;
-    v1::ScoreResult* reply = message.mutable_result();
-    reply->set_request_id(record->admission.request_id);
-    for (int64_t id : p.prompt.ids) reply->add_prompt_ids(id);
-    InterventionsToWire(p.interventions.items, reply->mutable_interventions());
-    absl::Status status;
-    if (p.sweep_mode) {
-      auto progress = [&](int done, int total) -> absl::Status {
-        if (state->cancelled.load()) return absl::CancelledError("cancelled by the client");
-        ATTNSCOPE_RETURN_IF_ERROR(DeadlineCheck(deadline));
-        v1::ScoreResponse update;
-        update.mutable_progress()->set_done(done);
-        update.mutable_progress()->set_total(total);
-        ScoreReactor::Push(state, std::move(update));
-        return absl::OkStatus();
-      };
-      absl::StatusOr<SweepResult> sweep =
-          model->engine->Sweep(p.prompt.ids, p.candidates, p.sweep, progress, limits);
-      status = sweep.status();
-      if (sweep.ok()) {
-        ScoreResultToWire(sweep->clean, reply);
-        SweepCellsToWire(sweep->cells, reply);
-      }
-    } else {
-      absl::StatusOr<ScoreResult> score =
-          model->engine->Score(p.prompt.ids, p.candidates, &p.interventions, limits);
-      status = score.status();
-      if (score.ok()) ScoreResultToWire(*score, reply);
-    }
-    if (!status.ok()) {
-      ScoreReactor::Close(state, ToGrpcStatus(status));
+    // Sweeps only: progress after each batch of ablated forwards.
+    auto progress = [&](int done, int total) -> absl::Status {
+      if (state->cancelled.load()) return absl::CancelledError("cancelled by the client");
+      ATTNSCOPE_RETURN_IF_ERROR(DeadlineCheck(deadline));
+      v1::ScoreResponse update;
+      update.mutable_progress()->set_done(done);
+      update.mutable_progress()->set_total(total);
+      ScoreReactor::Push(state, std::move(update));
+      return absl::OkStatus();
+    };
+    absl::StatusOr<SweepResult> outcome = session::RunScore(*model, p, progress, limits);
+    if (!outcome.ok()) {
+      ScoreReactor::Close(state, ToGrpcStatus(outcome.status()));
       return;
     }
-    v1::Timings* timings = reply->mutable_timings();
-    timings->set_queue_seconds(record->queue_seconds);
-    timings->set_prefill_seconds(SecondsSince(model_start));
-    timings->set_total_seconds(SecondsSince(record->admission.arrival));
-    ScoreReactor::Push(state, std::move(message));
+    ScoreReactor::Push(state, MakeScoreResponse(p, *outcome, record->admission.request_id,
+                                                record->queue_seconds, SecondsSince(model_start),
+                                                SecondsSince(record->admission.arrival)));
     ScoreReactor::Close(state, grpc::Status::OK);
   };
   // Everything is checked there, off gRPC's callback threads, before the request joins the

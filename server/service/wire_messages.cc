@@ -135,4 +135,22 @@ v1::AnalyzeResponse MakeAnalyzeResponse(const session::AnalysisOutcome& outcome,
   return reply;
 }
 
+v1::ScoreResponse MakeScoreResponse(const session::PreparedScore& prepared,
+                                    const SweepResult& outcome, const std::string& request_id,
+                                    double queue_seconds, double model_seconds,
+                                    double total_seconds) {
+  v1::ScoreResponse message;
+  v1::ScoreResult* reply = message.mutable_result();
+  reply->set_request_id(request_id);
+  for (int64_t id : prepared.prompt.ids) reply->add_prompt_ids(id);
+  InterventionsToWire(prepared.interventions.items, reply->mutable_interventions());
+  ScoreResultToWire(outcome.clean, reply);
+  if (prepared.sweep_mode) SweepCellsToWire(outcome.cells, reply);
+  v1::Timings* timings = reply->mutable_timings();
+  timings->set_queue_seconds(queue_seconds);
+  timings->set_prefill_seconds(model_seconds);
+  timings->set_total_seconds(total_seconds);
+  return message;
+}
+
 }  // namespace attnscope::service

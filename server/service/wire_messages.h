@@ -35,4 +35,11 @@ v1::AnalyzeResponse MakeAnalyzeResponse(const session::AnalysisOutcome& outcome,
                                         double total_seconds,
                                         const session::PreparedAnalysis& prepared);
 
+// ScoreAnswers' result message: prompt ids, resolved interventions, the scores (and the sweep's
+// cells in sweep mode). `model_seconds` is reported as prefill_seconds.
+v1::ScoreResponse MakeScoreResponse(const session::PreparedScore& prepared,
+                                    const SweepResult& outcome, const std::string& request_id,
+                                    double queue_seconds, double model_seconds,
+                                    double total_seconds);
+
 }  // namespace attnscope::service

@@ -47,6 +47,16 @@ struct PreparedAnalysis {
   InterventionSet interventions;  // resolved and checked
 };
 
+// A ScoreAnswers request or `attnscope score|sweep` resolved and checked (the service's
+// PrepareScore, the command line's local mode): candidates tokenized, interventions resolved.
+struct PreparedScore {
+  PreparedPrompt prompt;
+  std::vector<Candidate> candidates;
+  InterventionSet interventions;
+  bool sweep_mode = false;
+  SweepSpec sweep;  // resolved when sweep_mode
+};
+
 InterventionLimits InterventionLimitsOf(const RequestLimits& limits);
 
 // The request's interventions against its prepared prompt: the count against the limit

@@ -133,4 +133,19 @@ absl::StatusOr<AnalysisOutcome> RunAnalysis(const LoadedModel& model,
   return outcome;
 }
 
+absl::StatusOr<SweepResult> RunScore(const LoadedModel& model, const PreparedScore& prepared,
+                                     const SweepProgress& progress,
+                                     const InterventionLimits& limits) {
+  if (prepared.sweep_mode) {
+    return model.engine->Sweep(prepared.prompt.ids, prepared.candidates, prepared.sweep, progress,
+                               limits);
+  }
+  absl::StatusOr<ScoreResult> score = model.engine->Score(prepared.prompt.ids, prepared.candidates,
+                                                          &prepared.interventions, limits);
+  if (!score.ok()) return score.status();
+  SweepResult result;
+  result.clean = *std::move(score);
+  return result;
+}
+
 }  // namespace attnscope::session

@@ -63,4 +63,10 @@ absl::StatusOr<AnalysisOutcome> RunAnalysis(const LoadedModel& model,
                                             const PreparedAnalysis& prepared,
                                             std::function<absl::Status()> check_continue);
 
+// The candidates' scores under the prepared interventions (cells empty), or in sweep_mode the
+// single-head ablation sweep, `progress` after each batch (its error stops the sweep).
+absl::StatusOr<SweepResult> RunScore(const LoadedModel& model, const PreparedScore& prepared,
+                                     const SweepProgress& progress,
+                                     const InterventionLimits& limits = InterventionLimits());
+
 }  // namespace attnscope::session
