@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include "client/cpp/remote/remote_client.h"
@@ -344,16 +346,36 @@ TEST(ResponseStreamTest, ProducerBlocksWhenFullAndResumesWhenTheReaderReads) {
     }
     stream_ptr->Close(grpc::Status::OK);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Waits on the fake reactor's state (never a fixed sleep): the machine may be loaded.
+  const auto wait_until = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return done();
+  };
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return pushed.load() >= 2; }));
+  // No write has completed, so the producer must now be blocked: give it ten times as long
+  // as the first two pushes took (at least 50 ms) to overrun the bound, then check it did not.
   // ~1 KB messages, 3000-byte bound: in flight + queued stop at 2 (a third would exceed it).
+  std::this_thread::sleep_for(std::max<std::chrono::steady_clock::duration>(
+      10 * (std::chrono::steady_clock::now() - started), std::chrono::milliseconds(50)));
   EXPECT_LE(pushed.load(), 3);
-  EXPECT_GE(pushed.load(), 2);
-  for (int i = 0; i < 6; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int completed = 0; completed < 6; ++completed) {
+    // Complete a write only once one is in flight, as gRPC does.
+    ASSERT_TRUE(wait_until([&] {
+      std::lock_guard<std::mutex> lock(fake.mutex);
+      return fake.pending_writes > completed;
+    })) << "write "
+        << completed << " never started";
     stream.OnWriteDone(true);
   }
   producer.join();
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard<std::mutex> lock(fake.mutex);
+    return fake.finished;
+  }));
   std::lock_guard<std::mutex> lock(fake.mutex);
   EXPECT_EQ(fake.written, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
   EXPECT_TRUE(fake.finished);
