@@ -10,7 +10,7 @@
 #include "analysis/report.h"
 #include "client/cpp/command.h"
 #include "client/cpp/request_flags.h"
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 #include "server/session/prepare.h"
 #include "server/session/session.h"
 

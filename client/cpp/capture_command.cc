@@ -1,13 +1,13 @@
 // attnscope capture: generate while capturing the full causal attention matrix of the chosen
-// layers and heads, and write it to a safetensors capture file (see capture_file.h). Local
-// mode runs the session library in-process; --server sends the same request to a server.
+// layers and heads, and write it to a safetensors capture file (see server/capture/capture_file.h).
+// Local mode runs the session library in-process; --server sends the same request to a server.
 #include <cstdio>
 #include <iostream>
 
 #include "absl/strings/str_format.h"
 #include "client/cpp/command.h"
 #include "client/cpp/request_flags.h"
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/session/prepare.h"
 #include "server/session/session.h"
 
@@ -46,7 +46,10 @@ int RunCapture(const std::vector<std::string>& args) {
       session::PrepareGeneration(*request, (*model)->view(), session::RequestLimits::Unbounded());
   if (!prepared.ok()) return Failed(prepared.status());
 
-  CaptureFileObserver observer(prepared->capture);
+  // Preallocated for the longest sequence the request can produce.
+  CaptureFileObserver observer(
+      prepared->capture, static_cast<int>(SequencePositions(prepared->prompt.ids.size(),
+                                                            prepared->params.max_new_tokens)));
   absl::StatusOr<session::CaptureOutcome> outcome =
       session::RunCapture(**model, *prepared, &observer);
   if (!outcome.ok()) return Failed(outcome.status());

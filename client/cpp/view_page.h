@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 
 namespace attnscope::cli {
 

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 
 namespace attnscope::cli {
 

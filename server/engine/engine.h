@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 #include "server/engine/interventions.h"
 #include "server/model/model_config.h"
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "analysis/terms.h"
 #include "nlohmann/json.hpp"
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 #include "server/status/field_error.h"
 
 namespace attnscope {

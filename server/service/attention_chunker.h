@@ -16,7 +16,7 @@
 
 #include "absl/status/status.h"
 #include "attnscope/v1/attnscope.pb.h"
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 #include "server/engine/engine.h"
 #include "server/session/request_proto.h"
 

@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "analysis/analyzer.h"
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 #include "server/engine/engine.h"
 #include "server/engine/prompt.h"
 #include "server/model/model_config.h"

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 #include "server/engine/interventions.h"
 #include "server/engine/prompt.h"
 

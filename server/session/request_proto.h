@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "attnscope/v1/attnscope.pb.h"
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 #include "server/session/request.h"
 
 namespace attnscope::session {

@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "analysis/report.h"
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 #include "server/engine/engine.h"
 #include "server/engine/prompt.h"
 #include "server/session/prepare.h"

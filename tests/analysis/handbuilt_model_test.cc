@@ -24,7 +24,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/analysis_observer.h"
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/engine.h"
 #include "server/model/safetensors.h"
 #include "server/model/tiny_model.h"

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <thread>
 
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/engine.h"
 #include "server/engine/prompt.h"
 #include "server/model/tiny_model.h"

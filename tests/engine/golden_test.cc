@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/engine.h"
 #include "tests/common/npy.h"
 

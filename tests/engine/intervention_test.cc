@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "nlohmann/json.hpp"
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/engine.h"
 #include "server/engine/interventions.h"
 #include "tests/common/intervention_cases.h"

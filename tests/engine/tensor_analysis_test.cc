@@ -14,7 +14,7 @@
 
 #include "analysis/analyzer.h"
 #include "analysis/report.h"
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/device_attention.h"
 #include "server/engine/engine.h"
 #include "server/engine/interventions.h"

@@ -20,7 +20,7 @@
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/engine.h"
 #include "server/model/tiny_model.h"
 #include "server/tokenizer/tokenizer.h"

@@ -14,7 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 #include "server/model/tiny_model.h"
 #include "tests/service/test_server.h"
 

@@ -83,7 +83,12 @@ absl::Status CaptureStreamReceiver::OnMessage(const v1::GenerateResponse& messag
       if (!rows.ok()) return Broken(std::string(rows.status().message()));
       spec.rows = *rows;
       header_ = message.header();
-      assembler_.emplace(std::move(spec));
+      // The longest sequence the request can produce: the assembler preallocates for it (0 from a
+      // server that does not say: it grows).
+      const int max_tokens = header_->max_new_tokens() > 0
+                                 ? header_->prompt_ids_size() + header_->max_new_tokens()
+                                 : 0;
+      assembler_.emplace(std::move(spec), max_tokens);
       return absl::OkStatus();
     }
     case v1::GenerateResponse::kToken: {
@@ -147,34 +152,19 @@ absl::Status CaptureStreamReceiver::AddChunk(const v1::AttentionChunk& chunk) {
     return assembler_->AddBytes(chunk.layer(), chunk.first_row(), chunk.num_rows(),
                                 chunk.key_length(), chunk.data().data(), chunk.data().size());
   }
-  // A row split by heads: collect the groups, place the row once every head arrived.
+  // A row split by heads: each group is copied into place; the row counts once all arrived.
   if (chunk.num_rows() != 1) {
     return Broken(absl::StrCat("chunk ", chunk.sequence_number(),
                                " carries a subset of heads for more than one row"));
   }
-  const auto key = std::make_pair(chunk.layer(), chunk.first_row());
-  auto& heads = partial_rows_[key];
-  auto [length_it, inserted] = partial_key_length_.emplace(key, chunk.key_length());
-  if (!inserted && length_it->second != chunk.key_length()) {
-    return Broken(absl::StrCat("head groups of layer ", chunk.layer(), " row ", chunk.first_row(),
-                               " disagree on key_length"));
+  const std::vector<int> heads(chunk.heads().begin(), chunk.heads().end());
+  absl::Status placed =
+      assembler_->AddHeadBytes(chunk.layer(), heads, chunk.first_row(), 1, chunk.key_length(),
+                               chunk.data().data(), chunk.data().size());
+  if (!placed.ok()) {
+    return Broken(absl::StrCat("chunk ", chunk.sequence_number(), ": ", placed.message()));
   }
-  const size_t head_bytes = static_cast<size_t>(chunk.key_length()) * dtype_size;
-  for (int i = 0; i < chunk.heads_size(); ++i) {
-    if (std::find(spec.heads.begin(), spec.heads.end(), chunk.heads(i)) == spec.heads.end()) {
-      return Broken(absl::StrCat("chunk ", chunk.sequence_number(), " has head ", chunk.heads(i),
-                                 ", not captured"));
-    }
-    heads[chunk.heads(i)] = chunk.data().substr(i * head_bytes, head_bytes);
-  }
-  if (heads.size() < spec.heads.size()) return absl::OkStatus();
-  std::string row;
-  for (int head : spec.heads) row += heads[head];
-  const int key_length = chunk.key_length();
-  partial_rows_.erase(key);
-  partial_key_length_.erase(key);
-  return assembler_->AddBytes(chunk.layer(), chunk.first_row(), 1, key_length, row.data(),
-                              row.size());
+  return absl::OkStatus();
 }
 
 absl::Status CaptureStreamReceiver::Finish() const {
@@ -192,7 +182,12 @@ absl::Status CaptureStreamReceiver::Finish() const {
     return Broken(absl::StrFormat("CRC-32 of the chunk data is %08x, Final says %08x", crc32_,
                                   final_->data_crc32()));
   }
-  if (!partial_rows_.empty()) return Broken("a row split by heads is missing some heads");
+  for (int layer : assembler_->spec().layers) {
+    if (assembler_->PartialRows(layer) > 0) {
+      return Broken(absl::StrCat("layer ", layer, " has ", assembler_->PartialRows(layer),
+                                 " rows split by heads that miss some heads"));
+    }
+  }
   if (static_cast<int>(token_ids_.size()) != final_->generated_ids_size() ||
       !std::equal(token_ids_.begin(), token_ids_.end(), final_->generated_ids().begin())) {
     return Broken("the TokenEvents differ from Final.generated_ids");

@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "attnscope/v1/attnscope.pb.h"
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 
 namespace attnscope::remote {
 
@@ -61,10 +61,6 @@ class CaptureStreamReceiver {
   uint64_t next_sequence_ = 0;
   uint64_t bytes_ = 0;
   uint32_t crc32_ = 0;
-  // Chunks split by heads wait here until their row has every head: (layer, row) -> head ->
-  // bytes of that head's row.
-  std::map<std::pair<int, int>, std::map<int, std::string>> partial_rows_;
-  std::map<std::pair<int, int>, int> partial_key_length_;
 };
 
 struct RemoteCaptureSummary {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "client/cpp/remote/remote_client.h"
-#include "server/engine/capture_file.h"
+#include "server/engine/capture_file_observer.h"
 #include "server/engine/engine.h"
 #include "server/model/tiny_model.h"
 #include "server/service/server.h"

@@ -1,6 +1,8 @@
-#include "server/engine/capture_file.h"
+#include "server/capture/capture_file.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -62,75 +64,166 @@ void CaptureValuesToFloats(const uint8_t* data, int64_t count, TensorDType dtype
   }
 }
 
-CaptureAssembler::CaptureAssembler(CaptureSpec spec) : spec_(std::move(spec)) {
-  for (int layer : spec_.layers) rows_[layer];
+CaptureAssembler::CaptureAssembler(CaptureSpec spec, int max_tokens)
+    : spec_(std::move(spec)), max_tokens_(std::max(max_tokens, 0)) {
+  for (int layer : spec_.layers) layers_[layer];
 }
 
-absl::Status CaptureAssembler::AddBytes(int layer, int first_row, int num_rows, int key_length,
-                                        const void* data, size_t size_bytes) {
-  auto layer_it = rows_.find(layer);
-  if (layer_it == rows_.end()) {
+absl::Status CaptureAssembler::CheckChunk(int layer, size_t heads, int first_row, int num_rows,
+                                          int key_length, size_t size_bytes) const {
+  if (layers_.count(layer) == 0) {
     return absl::InvalidArgumentError(absl::StrCat("chunk layer ", layer, " was not captured"));
   }
-  if (first_row < 0 || num_rows <= 0 || key_length <= 0 || key_length > first_row + num_rows) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk rows [", first_row, ", ",
-                                                   first_row + num_rows, ") with key_length ",
-                                                   key_length, " are not a causal slice"));
+  if (first_row < 0 || num_rows <= 0 || key_length <= 0 ||
+      static_cast<int64_t>(key_length) > static_cast<int64_t>(first_row) + num_rows) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk rows [", static_cast<int64_t>(first_row),
+                                                   ", ", static_cast<int64_t>(first_row) + num_rows,
+                                                   ") with key_length ", key_length,
+                                                   " are not a causal slice"));
   }
-  const size_t heads = spec_.heads.size();
-  const size_t element = CaptureDTypeSize(spec_.dtype);
-  const size_t row_bytes = static_cast<size_t>(key_length) * element;
+  if (max_tokens_ > 0 && static_cast<int64_t>(first_row) + num_rows > max_tokens_) {
+    return absl::OutOfRangeError(absl::StrCat("chunk of layer ", layer, " has rows [", first_row,
+                                              ", ", static_cast<int64_t>(first_row) + num_rows,
+                                              "), past the sequence bound of ", max_tokens_,
+                                              " tokens (prompt + max_new_tokens)"));
+  }
+  const size_t row_bytes = static_cast<size_t>(key_length) * CaptureDTypeSize(spec_.dtype);
   if (size_bytes != heads * num_rows * row_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk of layer ", layer, " has ", size_bytes, " bytes, expected ",
                      heads * num_rows * row_bytes, " for ", heads, " heads x ", num_rows,
                      " rows x ", key_length, " keys"));
   }
-  const char* bytes = static_cast<const char*>(data);
-  for (int r = 0; r < num_rows; ++r) {
-    Row& row = layer_it->second[first_row + r];
-    row.key_length = key_length;
-    row.bytes.resize(heads * row_bytes);
-    for (size_t h = 0; h < heads; ++h) {
-      std::memcpy(row.bytes.data() + h * row_bytes, bytes + (h * num_rows + r) * row_bytes,
-                  row_bytes);
-    }
-  }
   return absl::OkStatus();
 }
 
-absl::Status CaptureAssembler::AddFloats(const AttentionBlock& block) {
-  const size_t count = block.heads->size() * static_cast<size_t>(block.num_rows) * block.key_length;
-  if (block.wire_data != nullptr && block.wire_dtype == spec_.dtype) {
-    // Converted where the rows were computed: already the file's bytes.
-    return AddBytes(block.layer, block.first_row, block.num_rows, block.key_length, block.wire_data,
-                    count * CaptureDTypeSize(spec_.dtype));
+absl::Status CaptureAssembler::Reserve(int layer, LayerBuffer& buffer, int64_t rows) {
+  if (buffer.data != nullptr && rows <= buffer.stride) return absl::OkStatus();
+  const int64_t stride =
+      max_tokens_ > 0 ? max_tokens_ : std::max<int64_t>({rows, 2 * buffer.stride, 16});
+  const size_t heads = spec_.heads.size();
+  const size_t element = CaptureDTypeSize(spec_.dtype);
+  // Bounded before it is paid: [H_sel, S, S] must fit in size_t (checked in long double).
+  const long double bytes = static_cast<long double>(heads) * stride * stride * element;
+  char* data = bytes < static_cast<long double>(SIZE_MAX / 2)
+                   ? static_cast<char*>(std::calloc(std::max<size_t>(heads, 1),
+                                                    static_cast<size_t>(stride * stride) * element))
+                   : nullptr;
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("layer ", layer, ": cannot allocate ", heads, " heads x ", stride, " x ",
+                     stride, " rows and keys x ", element, " bytes for the capture"));
   }
-  std::string converted;
-  ConvertFloats(block.data, count, spec_.dtype, &converted);
-  return AddBytes(block.layer, block.first_row, block.num_rows, block.key_length, converted.data(),
-                  converted.size());
+  std::unique_ptr<char, FreeDeleter> grown(data);
+  std::vector<bool> received(static_cast<size_t>(stride) * heads, false);
+  std::vector<int> heads_received(static_cast<size_t>(stride), 0);
+  const int64_t old = buffer.stride;
+  for (size_t h = 0; h < heads && buffer.data != nullptr; ++h) {
+    for (int64_t r = 0; r < old; ++r) {
+      std::memcpy(data + ((h * stride + r) * stride) * element,
+                  buffer.data.get() + ((h * old + r) * old) * element, old * element);
+    }
+  }
+  for (int64_t r = 0; r < old; ++r) {
+    heads_received[r] = buffer.heads_received[r];
+    for (size_t h = 0; h < heads; ++h) received[r * heads + h] = buffer.received[r * heads + h];
+  }
+  buffer.stride = stride;
+  buffer.data = std::move(grown);
+  buffer.received = std::move(received);
+  buffer.heads_received = std::move(heads_received);
+  return absl::OkStatus();
+}
+
+void CaptureAssembler::Place(LayerBuffer& buffer, const std::vector<size_t>& positions,
+                             int first_row, int num_rows, int key_length, const char* data) {
+  const size_t heads = spec_.heads.size();
+  const size_t element = CaptureDTypeSize(spec_.dtype);
+  const size_t row_bytes = static_cast<size_t>(key_length) * element;
+  const size_t stride = static_cast<size_t>(buffer.stride);
+  for (size_t i = 0; i < positions.size(); ++i) {
+    const size_t h = positions[i];
+    for (int r = 0; r < num_rows; ++r) {
+      const size_t row = static_cast<size_t>(first_row) + r;
+      std::memcpy(buffer.data.get() + ((h * stride + row) * stride) * element,
+                  data + (i * num_rows + r) * row_bytes, row_bytes);
+      if (buffer.received[row * heads + h]) continue;  // a repeated row overwrites
+      buffer.received[row * heads + h] = true;
+      const int placed = ++buffer.heads_received[row];
+      if (placed == static_cast<int>(heads)) {
+        ++buffer.complete_rows;
+        if (heads > 1) --buffer.partial_rows;
+      } else if (placed == 1) {
+        ++buffer.partial_rows;
+      }
+    }
+  }
+}
+
+absl::Status CaptureAssembler::AddBytes(int layer, int first_row, int num_rows, int key_length,
+                                        const void* data, size_t size_bytes) {
+  const size_t heads = spec_.heads.size();
+  absl::Status valid = CheckChunk(layer, heads, first_row, num_rows, key_length, size_bytes);
+  if (!valid.ok()) return valid;
+  LayerBuffer& buffer = layers_.at(layer);
+  absl::Status reserved = Reserve(layer, buffer, static_cast<int64_t>(first_row) + num_rows);
+  if (!reserved.ok()) return reserved;
+  std::vector<size_t> positions(heads);
+  for (size_t h = 0; h < heads; ++h) positions[h] = h;
+  Place(buffer, positions, first_row, num_rows, key_length, static_cast<const char*>(data));
+  return absl::OkStatus();
+}
+
+absl::Status CaptureAssembler::AddHeadBytes(int layer, const std::vector<int>& heads, int first_row,
+                                            int num_rows, int key_length, const void* data,
+                                            size_t size_bytes) {
+  absl::Status valid = CheckChunk(layer, heads.size(), first_row, num_rows, key_length, size_bytes);
+  if (!valid.ok()) return valid;
+  std::vector<size_t> positions;
+  positions.reserve(heads.size());
+  for (int head : heads) {
+    auto it = std::lower_bound(spec_.heads.begin(), spec_.heads.end(), head);
+    if (it == spec_.heads.end() || *it != head) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk of layer ", layer, " has head ", head, ", not captured"));
+    }
+    positions.push_back(static_cast<size_t>(it - spec_.heads.begin()));
+  }
+  LayerBuffer& buffer = layers_.at(layer);
+  absl::Status reserved = Reserve(layer, buffer, static_cast<int64_t>(first_row) + num_rows);
+  if (!reserved.ok()) return reserved;
+  Place(buffer, positions, first_row, num_rows, key_length, static_cast<const char*>(data));
+  return absl::OkStatus();
 }
 
 int CaptureAssembler::RowsReceived(int layer) const {
-  auto it = rows_.find(layer);
-  return it == rows_.end() ? 0 : static_cast<int>(it->second.size());
+  auto it = layers_.find(layer);
+  return it == layers_.end() ? 0 : it->second.complete_rows;
+}
+
+int CaptureAssembler::PartialRows(int layer) const {
+  auto it = layers_.find(layer);
+  return it == layers_.end() ? 0 : it->second.partial_rows;
 }
 
 std::string CaptureAssembler::LayerBytes(int layer, int total_tokens) const {
   const size_t heads = spec_.heads.size();
   const size_t element = CaptureDTypeSize(spec_.dtype);
-  const size_t t = static_cast<size_t>(total_tokens);
+  const size_t t = static_cast<size_t>(std::max(total_tokens, 0));
   std::string out(heads * t * t * element, '\0');
-  auto it = rows_.find(layer);
-  if (it == rows_.end()) return out;
-  for (const auto& [row_index, row] : it->second) {
-    if (row_index >= total_tokens) continue;
-    const size_t key_length = std::min<size_t>(row.key_length, t);
-    const size_t row_bytes = static_cast<size_t>(row.key_length) * element;
-    for (size_t h = 0; h < heads; ++h) {
-      std::memcpy(out.data() + ((h * t + row_index) * t) * element,
-                  row.bytes.data() + h * row_bytes, key_length * element);
+  auto it = layers_.find(layer);
+  if (it == layers_.end() || it->second.data == nullptr) return out;
+  const LayerBuffer& buffer = it->second;
+  const size_t stride = static_cast<size_t>(buffer.stride);
+  if (stride == t) {
+    std::memcpy(out.data(), buffer.data.get(), out.size());
+    return out;
+  }
+  const size_t rows = std::min(stride, t);
+  for (size_t h = 0; h < heads; ++h) {
+    for (size_t r = 0; r < rows; ++r) {
+      std::memcpy(out.data() + ((h * t + r) * t) * element,
+                  buffer.data.get() + ((h * stride + r) * stride) * element, rows * element);
     }
   }
   return out;
@@ -150,12 +243,21 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
   auto dtype = ParseTensorDType(CaptureDTypeSafetensorsName(spec_.dtype));
   layer_bytes.reserve(spec_.layers.size());
   for (int layer : spec_.layers) {
-    layer_bytes.push_back(LayerBytes(layer, total));
+    const LayerBuffer& buffer = layers_.at(layer);
+    const size_t size =
+        spec_.heads.size() * static_cast<size_t>(total) * total * CaptureDTypeSize(spec_.dtype);
+    const void* data = nullptr;
+    if (buffer.data != nullptr && buffer.stride == total) {
+      data = buffer.data.get();  // the sequence filled its bound: the buffer is the tensor
+    } else {
+      layer_bytes.push_back(LayerBytes(layer, total));
+      data = layer_bytes.back().data();
+    }
     tensors.push_back({absl::StrCat("attention.", layer),
                        *dtype,
                        {static_cast<int64_t>(spec_.heads.size()), total, total},
-                       layer_bytes.back().data(),
-                       layer_bytes.back().size()});
+                       data,
+                       size});
   }
   if (logits != nullptr && !logits->empty()) {
     tensors.push_back({"logits",

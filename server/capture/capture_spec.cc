@@ -1,4 +1,4 @@
-#include "server/engine/capture_spec.h"
+#include "server/capture/capture_spec.h"
 
 #include <algorithm>
 #include <cmath>
