@@ -65,7 +65,7 @@ int RunCapture(const std::vector<std::string>& args) {
         "prefill %.3f s, decode %.3f s\n",
         out, total, result.prompt_length, total - result.prompt_length, result.stop_reason,
         prepared->capture.layers.size(), prepared->capture.heads.size(),
-        CaptureDTypeName(prepared->capture.dtype), result.prefill_seconds, result.decode_seconds);
+        DTypeName(prepared->capture.dtype), result.prefill_seconds, result.decode_seconds);
     if (!outcome->generated_text.empty()) {
       std::cout << "generated: " << outcome->generated_text << "\n";
     }

@@ -124,8 +124,8 @@ absl::StatusOr<session::Request> ParseCaptureFlags(Flags& flags) {
   absl::StatusOr<std::vector<int>> heads = IndexList("heads", flags.Get("heads", "all"));
   if (!heads.ok()) return heads.status();
   capture.heads = *std::move(heads);
-  absl::StatusOr<CaptureDType> dtype = ParseCaptureDType(flags.Get("dtype", "float32"));
-  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
+  absl::StatusOr<DType> dtype = ParseDType(flags.Get("dtype", "float32"), "--dtype");
+  if (!dtype.ok()) return dtype.status();
   capture.dtype = *dtype;
   const std::string rows = flags.Get("rows", "all");
   if (rows == "all") {
@@ -206,7 +206,9 @@ absl::StatusOr<EngineOptions> ParseEngineFlags(Flags& flags) {
     return absl::InvalidArgumentError("--model DIR (or --server ADDR) is required");
   }
   options.device = flags.Get("device", "cpu");
-  options.dtype = flags.Get("run-dtype", "float32");
+  absl::StatusOr<DType> run_dtype = ParseDType(flags.Get("run-dtype", "float32"), "--run-dtype");
+  if (!run_dtype.ok()) return run_dtype.status();
+  options.dtype = *run_dtype;
   options.layer_devices = CommaList(flags.Get("layer-devices"));
   return options;
 }

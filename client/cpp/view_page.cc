@@ -16,17 +16,6 @@ namespace {
 
 size_t Base64Size(size_t bytes) { return 4 * ((bytes + 2) / 3); }
 
-std::string DTypeName(TensorDType dtype) {
-  switch (dtype) {
-    case TensorDType::kF16:
-      return "float16";
-    case TensorDType::kBF16:
-      return "bfloat16";
-    default:
-      return "float32";
-  }
-}
-
 // Block index of every position for `cells` blocks over `total` positions.
 std::vector<int> BlockOf(int64_t total, int cells) {
   std::vector<int> block(total);
@@ -78,7 +67,7 @@ absl::StatusOr<std::string> LowerTriangleBytes(const MappedCapture& capture, con
   }
   const TensorInfo& info = *layer_it->second;
   const int64_t t = capture.total_tokens();
-  const size_t element = TensorDTypeSize(info.dtype);
+  const size_t element = DTypeSize(capture.dtype);
   const uint8_t* base = capture.file->Data(info);
   const size_t triangle = static_cast<size_t>(t) * (t + 1) / 2;
   if (ref.head != kLayerMean) {
@@ -94,7 +83,7 @@ absl::StatusOr<std::string> LowerTriangleBytes(const MappedCapture& capture, con
       std::memcpy(out.data() + at, base + ((h * t + i) * t) * element, row_bytes);
       at += row_bytes;
     }
-    *dtype = DTypeName(info.dtype);
+    *dtype = DTypeName(capture.dtype);
     return out;
   }
   std::vector<float> sum(triangle, 0.0f);
@@ -102,14 +91,14 @@ absl::StatusOr<std::string> LowerTriangleBytes(const MappedCapture& capture, con
   for (size_t h = 0; h < capture.heads.size(); ++h) {
     size_t at = 0;
     for (int64_t i = 0; i < t; ++i) {
-      CaptureValuesToFloats(base + ((h * t + i) * t) * element, i + 1, info.dtype, row.data());
+      DTypeValuesToFloats(base + ((h * t + i) * t) * element, i + 1, capture.dtype, row.data());
       for (int64_t j = 0; j <= i; ++j) sum[at + j] += row[j];
       at += i + 1;
     }
   }
   const float scale = 1.0f / static_cast<float>(capture.heads.size());
   for (float& value : sum) value *= scale;
-  *dtype = "float32";
+  *dtype = DTypeName(DType::kFloat32);
   return std::string(reinterpret_cast<const char*>(sum.data()), sum.size() * sizeof(float));
 }
 
@@ -156,12 +145,12 @@ std::vector<uint8_t> Thumbnails(const MappedCapture& capture, int* cells_out) {
   std::vector<float> row(t), best(static_cast<size_t>(cells) * cells);
   for (size_t l = 0; l < capture.layers.size(); ++l) {
     const TensorInfo& info = *capture.attention.at(capture.layers[l]);
-    const size_t element = TensorDTypeSize(info.dtype);
+    const size_t element = DTypeSize(capture.dtype);
     const uint8_t* base = capture.file->Data(info);
     for (size_t h = 0; h < heads; ++h) {
       std::fill(best.begin(), best.end(), 0.0f);
       for (int64_t i = 0; i < t; ++i) {
-        CaptureValuesToFloats(base + ((h * t + i) * t) * element, i + 1, info.dtype, row.data());
+        DTypeValuesToFloats(base + ((h * t + i) * t) * element, i + 1, capture.dtype, row.data());
         float* best_row = best.data() + static_cast<size_t>(block[i]) * cells;
         for (int64_t j = 0; j <= i; ++j) best_row[block[j]] = std::max(best_row[block[j]], row[j]);
       }
@@ -206,8 +195,7 @@ absl::StatusOr<nlohmann::json> BuildViewDocument(const MappedCapture& capture,
       for (int head : capture.heads) wanted.push_back({layer, head});
     }
   }
-  const size_t element =
-      capture.layers.empty() ? 4 : TensorDTypeSize(capture.attention.begin()->second->dtype);
+  const size_t element = DTypeSize(capture.dtype);
   const size_t triangle = static_cast<size_t>(t) * (t + 1) / 2;
   json matrices = json::object();
   int64_t used = 0;

@@ -13,56 +13,17 @@ namespace attnscope {
 
 namespace {
 
-float HalfToFloat(uint16_t half) {
-  const uint32_t sign = (half & 0x8000u) << 16;
-  uint32_t exponent = (half >> 10) & 0x1F;
-  uint32_t mantissa = half & 0x3FF;
-  uint32_t bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exponent = 127 - 15 + 1;
-      while ((mantissa & 0x400) == 0) {
-        mantissa <<= 1;
-        --exponent;
-      }
-      bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
-
-std::vector<float> ToFloats(const uint8_t* data, int64_t count, TensorDType dtype) {
-  std::vector<float> values(count);
-  CaptureValuesToFloats(data, count, dtype, values.data());
+// A tensor's values as float32 (F32, F16 or BF16; another element type is an error).
+absl::StatusOr<std::vector<float>> ToFloats(const SafetensorsFile& file, const TensorInfo& info) {
+  absl::StatusOr<DType> dtype =
+      FromTensorDType(info.dtype, absl::StrCat("tensor '", info.name, "'"));
+  if (!dtype.ok()) return dtype.status();
+  std::vector<float> values(info.numel());
+  DTypeValuesToFloats(file.Data(info), info.numel(), *dtype, values.data());
   return values;
 }
 
 }  // namespace
-
-void CaptureValuesToFloats(const uint8_t* data, int64_t count, TensorDType dtype, float* out) {
-  if (dtype == TensorDType::kF32) {
-    std::memcpy(out, data, static_cast<size_t>(count) * 4);
-    return;
-  }
-  for (int64_t i = 0; i < count; ++i) {
-    uint16_t raw;
-    std::memcpy(&raw, data + 2 * i, 2);
-    if (dtype == TensorDType::kF16) {
-      out[i] = HalfToFloat(raw);
-    } else {
-      const uint32_t bits = static_cast<uint32_t>(raw) << 16;
-      std::memcpy(&out[i], &bits, 4);
-    }
-  }
-}
 
 CaptureAssembler::CaptureAssembler(CaptureSpec spec, int max_tokens)
     : spec_(std::move(spec)), max_tokens_(std::max(max_tokens, 0)) {
@@ -87,7 +48,7 @@ absl::Status CaptureAssembler::CheckChunk(int layer, size_t heads, int first_row
                                               "), past the sequence bound of ", max_tokens_,
                                               " tokens (prompt + max_new_tokens)"));
   }
-  const size_t row_bytes = static_cast<size_t>(key_length) * CaptureDTypeSize(spec_.dtype);
+  const size_t row_bytes = static_cast<size_t>(key_length) * DTypeSize(spec_.dtype);
   if (size_bytes != heads * num_rows * row_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk of layer ", layer, " has ", size_bytes, " bytes, expected ",
@@ -102,7 +63,7 @@ absl::Status CaptureAssembler::Reserve(int layer, LayerBuffer& buffer, int64_t r
   const int64_t stride =
       max_tokens_ > 0 ? max_tokens_ : std::max<int64_t>({rows, 2 * buffer.stride, 16});
   const size_t heads = spec_.heads.size();
-  const size_t element = CaptureDTypeSize(spec_.dtype);
+  const size_t element = DTypeSize(spec_.dtype);
   // Bounded before it is paid: [H_sel, S, S] must fit in size_t (checked in long double).
   const long double bytes = static_cast<long double>(heads) * stride * stride * element;
   char* data = bytes < static_cast<long double>(SIZE_MAX / 2)
@@ -138,7 +99,7 @@ absl::Status CaptureAssembler::Reserve(int layer, LayerBuffer& buffer, int64_t r
 void CaptureAssembler::Place(LayerBuffer& buffer, const std::vector<size_t>& positions,
                              int first_row, int num_rows, int key_length, const char* data) {
   const size_t heads = spec_.heads.size();
-  const size_t element = CaptureDTypeSize(spec_.dtype);
+  const size_t element = DTypeSize(spec_.dtype);
   const size_t row_bytes = static_cast<size_t>(key_length) * element;
   const size_t stride = static_cast<size_t>(buffer.stride);
   for (size_t i = 0; i < positions.size(); ++i) {
@@ -208,7 +169,7 @@ int CaptureAssembler::PartialRows(int layer) const {
 
 std::string CaptureAssembler::LayerBytes(int layer, int total_tokens) const {
   const size_t heads = spec_.heads.size();
-  const size_t element = CaptureDTypeSize(spec_.dtype);
+  const size_t element = DTypeSize(spec_.dtype);
   const size_t t = static_cast<size_t>(std::max(total_tokens, 0));
   std::string out(heads * t * t * element, '\0');
   auto it = layers_.find(layer);
@@ -240,12 +201,11 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
                      {total},
                      token_ids.data(),
                      token_ids.size() * sizeof(int64_t)});
-  auto dtype = ParseTensorDType(CaptureDTypeSafetensorsName(spec_.dtype));
   layer_bytes.reserve(spec_.layers.size());
   for (int layer : spec_.layers) {
     const LayerBuffer& buffer = layers_.at(layer);
     const size_t size =
-        spec_.heads.size() * static_cast<size_t>(total) * total * CaptureDTypeSize(spec_.dtype);
+        spec_.heads.size() * static_cast<size_t>(total) * total * DTypeSize(spec_.dtype);
     const void* data = nullptr;
     if (buffer.data != nullptr && buffer.stride == total) {
       data = buffer.data.get();  // the sequence filled its bound: the buffer is the tensor
@@ -254,7 +214,7 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
       data = layer_bytes.back().data();
     }
     tensors.push_back({absl::StrCat("attention.", layer),
-                       *dtype,
+                       ToTensorDType(spec_.dtype),
                        {static_cast<int64_t>(spec_.heads.size()), total, total},
                        data,
                        size});
@@ -271,7 +231,7 @@ absl::Status CaptureAssembler::Write(const std::string& path, const std::vector<
   meta["prompt_length"] = std::to_string(metadata.prompt_length);
   meta["layers"] = nlohmann::json(spec_.layers).dump();
   meta["heads"] = nlohmann::json(spec_.heads).dump();
-  meta["dtype"] = CaptureDTypeName(spec_.dtype);
+  meta["dtype"] = DTypeName(spec_.dtype);
   meta["model"] = metadata.model;
   meta["stop_reason"] = metadata.stop_reason;
   if (!metadata.template_date.empty()) meta["template_date"] = metadata.template_date;
@@ -327,13 +287,19 @@ absl::StatusOr<MappedCapture> OpenCaptureFile(const std::string& path) {
     const TensorInfo* info = (*file)->Find(name);
     const std::vector<int64_t> expected = {static_cast<int64_t>(capture.heads.size()), total,
                                            total};
-    if (info == nullptr || info->shape != expected ||
-        (info->dtype != TensorDType::kF32 && info->dtype != TensorDType::kF16 &&
-         info->dtype != TensorDType::kBF16)) {
+    absl::StatusOr<DType> dtype =
+        info == nullptr ? absl::NotFoundError(name) : FromTensorDType(info->dtype, name);
+    if (!dtype.ok() || info->shape != expected) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": tensor '", name, "' missing or not F32/F16/BF16 [",
                        capture.heads.size(), ",", total, ",", total, "]"));
     }
+    if (!capture.attention.empty() && *dtype != capture.dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' is ",
+                                                     DTypeName(*dtype), ", earlier layers are ",
+                                                     DTypeName(capture.dtype)));
+    }
+    capture.dtype = *dtype;
     capture.attention[layer] = info;
   }
   capture.file = std::move(*file);
@@ -351,10 +317,14 @@ absl::StatusOr<CaptureFileContents> ReadCaptureFile(const std::string& path) {
   contents.tokens = capture->tokens;
   contents.metadata = capture->metadata;
   for (const auto& [layer, info] : capture->attention) {
-    contents.attention[layer] = ToFloats(capture->file->Data(*info), info->numel(), info->dtype);
+    absl::StatusOr<std::vector<float>> values = ToFloats(*capture->file, *info);
+    if (!values.ok()) return values.status();
+    contents.attention[layer] = *std::move(values);
   }
   if (const TensorInfo* logits = capture->file->Find("logits"); logits != nullptr) {
-    contents.logits = ToFloats(capture->file->Data(*logits), logits->numel(), logits->dtype);
+    absl::StatusOr<std::vector<float>> values = ToFloats(*capture->file, *logits);
+    if (!values.ok()) return values.status();
+    contents.logits = *std::move(values);
   }
   return contents;
 }

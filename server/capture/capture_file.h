@@ -125,13 +125,11 @@ struct MappedCapture {
   int prompt_length = 0;
   std::vector<std::string> tokens;  // empty when the file has none
   std::map<std::string, std::string> metadata;
-  // Layer -> its attention tensor [H_sel, T, T] inside `file`.
+  // Layer -> its attention tensor [H_sel, T, T] inside `file`, every one in `dtype`.
   std::map<int, const TensorInfo*> attention;
+  DType dtype = DType::kFloat32;
   int64_t total_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 };
 absl::StatusOr<MappedCapture> OpenCaptureFile(const std::string& path);
-
-// `count` little-endian values in `dtype` (F32, F16 or BF16) as float32.
-void CaptureValuesToFloats(const uint8_t* data, int64_t count, TensorDType dtype, float* out);
 
 }  // namespace attnscope

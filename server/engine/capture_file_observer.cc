@@ -10,7 +10,7 @@ absl::Status CaptureFileObserver::OnAttention(const AttentionBlock& block) {
   if (block.wire_data != nullptr && block.wire_dtype == spec.dtype) {
     // Converted where the rows were computed: already the file's bytes.
     return assembler_.AddBytes(block.layer, block.first_row, block.num_rows, block.key_length,
-                               block.wire_data, count * CaptureDTypeSize(spec.dtype));
+                               block.wire_data, count * DTypeSize(spec.dtype));
   }
   std::string converted;
   ConvertFloats(block.data, count, spec.dtype, &converted);

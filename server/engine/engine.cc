@@ -19,18 +19,6 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-at::ScalarType WireScalarType(CaptureDType dtype) {
-  switch (dtype) {
-    case CaptureDType::kFloat16:
-      return at::kHalf;
-    case CaptureDType::kBFloat16:
-      return at::kBFloat16;
-    case CaptureDType::kFloat32:
-    default:
-      return at::kFloat;
-  }
-}
-
 // Routes the transformer's per-layer probabilities (float32, on the layer's device) to the
 // observer, dropping rows outside the capture's row selection. A device consumer gets them
 // as tensors where they are. Otherwise the rows are converted to the wire dtype there (for an
@@ -81,7 +69,7 @@ class CaptureRouter {
     if (begin >= end) return absl::OkStatus();
     at::Tensor rows = probs.narrow(1, begin - first_row, end - begin);
     if (consumer_ != nullptr) return consumer_->OnDeviceAttention(layer, spec_.heads, begin, rows);
-    if (wire_) rows = rows.to(WireScalarType(spec_.dtype));  // before the rows leave the device
+    if (wire_) rows = rows.to(ToScalarType(spec_.dtype));  // before the rows leave the device
     const int key_length = static_cast<int>(probs.size(2));
     const bool delivered =
         copies_.Enqueue(rows, [this, layer, begin, end, key_length](const at::Tensor& host) {
@@ -165,8 +153,7 @@ Engine::~Engine() = default;
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   auto config = LoadModelConfig(options.model_dir);
   if (!config.ok()) return config.status();
-  auto dtype = ParseRunDType(options.dtype);
-  if (!dtype.ok()) return dtype.status();
+  const at::ScalarType dtype = ToScalarType(options.dtype);
   std::vector<at::Device> layer_devices;
   try {
     at::Device device(options.device);
@@ -174,7 +161,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
       return absl::FailedPreconditionError(
           absl::StrCat("device '", options.device, "': this build or machine has no CUDA"));
     }
-    if (*dtype != at::kFloat && device.is_cpu() && *dtype == at::kHalf) {
+    if (device.is_cpu() && dtype == at::kHalf) {
       return absl::InvalidArgumentError(
           "dtype float16 is not supported on CPU; use float32 or bfloat16");
     }
@@ -186,7 +173,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
       }
       layer_devices.push_back(layer_device);
     }
-    auto model = Transformer::Load(options.model_dir, *config, device, *dtype, layer_devices);
+    auto model = Transformer::Load(options.model_dir, *config, device, dtype, layer_devices);
     if (!model.ok()) return model.status();
     return std::unique_ptr<Engine>(
         new Engine(options, *config, std::make_unique<ModelRunner>(std::move(*model))));

@@ -23,7 +23,7 @@ namespace attnscope {
 struct EngineOptions {
   std::string model_dir;          // Hugging Face snapshot folder
   std::string device = "cpu";     // "cpu", "cuda", "cuda:1"
-  std::string dtype = "float32";  // run dtype: float32, bfloat16, float16
+  DType dtype = DType::kFloat32;  // run dtype
   // CUDA devices over which consecutive layers are spread; empty means all on `device`.
   std::vector<std::string> layer_devices;
 };
@@ -59,7 +59,7 @@ struct AttentionBlock {
   int key_length = 0;
   const float* data = nullptr;
   const void* wire_data = nullptr;
-  CaptureDType wire_dtype = CaptureDType::kFloat32;
+  DType wire_dtype = DType::kFloat32;
 };
 
 class DeviceAttentionConsumer;  // server/engine/device_attention.h (libtorch)

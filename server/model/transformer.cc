@@ -31,20 +31,6 @@ bool FileExists(const std::string& path) {
   return stat(path.c_str(), &info) == 0;
 }
 
-absl::StatusOr<at::ScalarType> FileDType(TensorDType dtype) {
-  switch (dtype) {
-    case TensorDType::kF32:
-      return at::kFloat;
-    case TensorDType::kF16:
-      return at::kHalf;
-    case TensorDType::kBF16:
-      return at::kBFloat16;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("dtype ", TensorDTypeName(dtype),
-                                                     " is not a weight dtype (F32, F16, BF16)"));
-  }
-}
-
 // The checkpoint's tensors by name, across one file or the shards of an index.
 class CheckpointTensors {
  public:
@@ -130,25 +116,26 @@ class CheckpointTensors {
           file->path(), ": tensor '", name, "' has shape [", absl::StrJoin(info->shape, ","),
           "], expected [", absl::StrJoin(shape, ","), "] from config.json"));
     }
-    auto file_dtype = FileDType(info->dtype);
-    if (!file_dtype.ok()) {
+    absl::StatusOr<DType> weight_dtype = FromTensorDType(info->dtype, "weight dtype");
+    if (!weight_dtype.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(file->path(), ": tensor '", name, "': ", file_dtype.status().message()));
+          absl::StrCat(file->path(), ": tensor '", name, "': ", weight_dtype.status().message()));
     }
+    const at::ScalarType file_dtype = ToScalarType(*weight_dtype);
     const uint8_t* data = file->Data(*info);
     const bool aligned = reinterpret_cast<uintptr_t>(data) % TensorDTypeSize(info->dtype) == 0;
-    if (device.is_cpu() && *file_dtype == dtype && aligned) {
+    if (device.is_cpu() && file_dtype == dtype && aligned) {
       // Zero copy: the weight is the read-only mapping itself (never written), kept alive by
       // the tensor, so resident memory is the file's pages once, not the file plus a copy.
       std::shared_ptr<SafetensorsFile> keep_mapped = files_[owner_.at(name)];
       return at::from_blob(
           const_cast<uint8_t*>(data), info->shape, [keep_mapped](void*) {},
-          at::TensorOptions().dtype(*file_dtype));
+          at::TensorOptions().dtype(file_dtype));
     }
     // Otherwise from_blob views the mapping and the one copy is made straight into the run
     // dtype on the target device.
     at::Tensor view = at::from_blob(const_cast<uint8_t*>(data), info->shape,
-                                    at::TensorOptions().dtype(*file_dtype));
+                                    at::TensorOptions().dtype(file_dtype));
     return view.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
   }
 
@@ -181,12 +168,16 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 
 }  // namespace
 
-absl::StatusOr<at::ScalarType> ParseRunDType(const std::string& name) {
-  if (name == "float32" || name == "fp32") return at::kFloat;
-  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
-  if (name == "float16" || name == "fp16") return at::kHalf;
-  return absl::InvalidArgumentError(
-      absl::StrCat("dtype '", name, "' is not one of float32, bfloat16, float16"));
+at::ScalarType ToScalarType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return at::kHalf;
+    case DType::kBFloat16:
+      return at::kBFloat16;
+    case DType::kFloat32:
+      break;
+  }
+  return at::kFloat;
 }
 
 Transformer::Transformer(ModelConfig config, at::Device device, at::ScalarType dtype)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/capture/dtype.h"
 #include "server/model/model_config.h"
 
 namespace attnscope {
@@ -146,7 +147,7 @@ class Transformer {
   at::Tensor inv_freq_;  // float32 [head_dim / 2], on the host
 };
 
-// "float32" | "bfloat16" | "float16" -> scalar type.
-absl::StatusOr<at::ScalarType> ParseRunDType(const std::string& name);
+// The one DType -> at::ScalarType conversion (run dtype, weight dtype, capture wire dtype).
+at::ScalarType ToScalarType(DType dtype);
 
 }  // namespace attnscope

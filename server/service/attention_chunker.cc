@@ -13,7 +13,7 @@ AttentionChunker::AttentionChunker(CaptureSpec spec, int prompt_length, uint64_t
     : spec_(std::move(spec)),
       prompt_length_(prompt_length),
       max_chunk_bytes_(max_chunk_bytes),
-      dtype_size_(CaptureDTypeSize(spec_.dtype)),
+      dtype_size_(DTypeSize(spec_.dtype)),
       wire_dtype_(session::ToWireDType(spec_.dtype)),
       emit_(std::move(emit)) {}
 

@@ -89,7 +89,11 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text,
   RETURN_IF_ERROR_CFG(top.Read("listen", &config.listen));
   RETURN_IF_ERROR_CFG(top.Read("model_dir", &config.model_dir));
   RETURN_IF_ERROR_CFG(top.Read("device", &config.device));
-  RETURN_IF_ERROR_CFG(top.Read("dtype", &config.dtype));
+  std::string dtype = DTypeName(config.dtype);
+  RETURN_IF_ERROR_CFG(top.Read("dtype", &dtype));
+  absl::StatusOr<DType> run_dtype = ParseDType(dtype, absl::StrCat(source, ": key dtype"));
+  if (!run_dtype.ok()) return run_dtype.status();
+  config.dtype = *run_dtype;
   RETURN_IF_ERROR_CFG(top.Read("layer_devices", &config.layer_devices));
   RETURN_IF_ERROR_CFG(top.Read("warmup", &config.warmup));
   RETURN_IF_ERROR_CFG(top.Read("queue_length", &config.queue_length));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/capture/dtype.h"
 #include "server/session/request.h"
 
 namespace attnscope::service {
@@ -53,7 +54,7 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   std::string model_dir;
   std::string device = "cpu";
-  std::string dtype = "float32";
+  DType dtype = DType::kFloat32;  // run dtype
   // Devices over which consecutive layers are spread (a model larger than one GPU); empty:
   // every layer on `device`.
   std::vector<std::string> layer_devices;

@@ -40,7 +40,7 @@ void FillModelInfo(const session::LoadedModel& model, v1::ModelInfo* info) {
   info->set_vocab_size(c.vocab_size);
   info->set_max_position_embeddings(c.max_position_embeddings);
   info->set_device(model.engine->options().device);
-  info->set_run_dtype(model.engine->options().dtype);
+  info->set_run_dtype(DTypeName(model.engine->options().dtype));
   info->set_bos_token_id(c.bos_token_id);
   for (int64_t id : c.eos_token_ids) info->add_eos_token_ids(id);
   info->set_has_tokenizer(model.tokenizer() != nullptr);

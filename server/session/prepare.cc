@@ -375,7 +375,7 @@ absl::Status CheckCaptureBytes(const CaptureSpec& capture, int total_tokens,
     return absl::ResourceExhaustedError(
         absl::StrCat("capture size = ", *estimate, " bytes (", capture.layers.size(), " layers x ",
                      capture.heads.size(), " heads x ", total_tokens, " x ", total_tokens,
-                     " tokens x ", CaptureDTypeSize(capture.dtype),
+                     " tokens x ", DTypeSize(capture.dtype),
                      " bytes): exceeds the server limit "
                      "limits.max_capture_bytes = ",
                      limits.max_capture_bytes,

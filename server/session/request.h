@@ -105,7 +105,7 @@ struct GenerationSpec {
 struct CaptureRequest {
   std::vector<int> layers;  // negatives from the end; empty: all
   std::vector<int> heads;   // negatives from the end; empty: all
-  CaptureDType dtype = CaptureDType::kFloat32;
+  DType dtype = DType::kFloat32;
   CaptureRows rows = CaptureRows::kAll;
   bool disabled = false;
 };

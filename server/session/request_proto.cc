@@ -125,13 +125,13 @@ absl::Status InterventionsFromProto(const v1::Interventions& in, Request* reques
 
 }  // namespace
 
-v1::DType ToWireDType(CaptureDType dtype) {
+v1::DType ToWireDType(DType dtype) {
   switch (dtype) {
-    case CaptureDType::kFloat16:
+    case DType::kFloat16:
       return v1::DTYPE_FLOAT16;
-    case CaptureDType::kBFloat16:
+    case DType::kBFloat16:
       return v1::DTYPE_BFLOAT16;
-    case CaptureDType::kFloat32:
+    case DType::kFloat32:
       break;
   }
   return v1::DTYPE_FLOAT32;
@@ -149,15 +149,15 @@ v1::RowSelection ToWireRows(CaptureRows rows) {
   return v1::ROWS_ALL;
 }
 
-absl::StatusOr<CaptureDType> FromWireDType(int dtype, const std::string& field) {
+absl::StatusOr<DType> FromWireDType(int dtype, const std::string& field) {
   switch (dtype) {
     case v1::DTYPE_UNSPECIFIED:
     case v1::DTYPE_FLOAT32:
-      return CaptureDType::kFloat32;
+      return DType::kFloat32;
     case v1::DTYPE_FLOAT16:
-      return CaptureDType::kFloat16;
+      return DType::kFloat16;
     case v1::DTYPE_BFLOAT16:
-      return CaptureDType::kBFloat16;
+      return DType::kBFloat16;
     default:
       return FieldError(field, absl::StrCat(dtype),
                         "unknown dtype; must be DTYPE_FLOAT32 (1), DTYPE_FLOAT16 (2) or "
@@ -233,7 +233,7 @@ absl::StatusOr<Request> FromProto(const v1::GenerateRequest& proto) {
   request.input = InputFromProto(proto);
   request.generation = GenerationFromProto(proto.generation());
   const v1::CaptureSpec& capture = proto.capture();
-  absl::StatusOr<CaptureDType> dtype = FromWireDType(capture.dtype(), "capture.dtype");
+  absl::StatusOr<DType> dtype = FromWireDType(capture.dtype(), "capture.dtype");
   if (!dtype.ok()) return dtype.status();
   absl::StatusOr<CaptureRows> rows = FromWireRows(capture.rows(), "capture.rows");
   if (!rows.ok()) return rows.status();

@@ -25,10 +25,10 @@ absl::StatusOr<Request> FromProto(const v1::TokenizeRequest& request);
 absl::StatusOr<Request> FromProto(const v1::ScoreRequest& request);
 void InputToScoreRequest(const Request& request, v1::ScoreRequest* proto);
 
-v1::DType ToWireDType(CaptureDType dtype);
+v1::DType ToWireDType(DType dtype);
 v1::RowSelection ToWireRows(CaptureRows rows);
 // UNSPECIFIED is float32. `field` names the value in the error of an unknown one.
-absl::StatusOr<CaptureDType> FromWireDType(int dtype, const std::string& field);
+absl::StatusOr<DType> FromWireDType(int dtype, const std::string& field);
 absl::StatusOr<CaptureRows> FromWireRows(int rows, const std::string& field);
 
 }  // namespace attnscope::session

@@ -26,16 +26,16 @@ float Value(int layer, int head, int query, int key) {
 
 // One element in the capture dtype, built independently of ConvertFloats: float32's bytes, or
 // its upper half for bfloat16 (exact for these values).
-std::string Element(float value, CaptureDType dtype) {
+std::string Element(float value, DType dtype) {
   uint32_t bits;
   std::memcpy(&bits, &value, 4);
-  if (dtype == CaptureDType::kFloat32) return std::string(reinterpret_cast<const char*>(&bits), 4);
+  if (dtype == DType::kFloat32) return std::string(reinterpret_cast<const char*>(&bits), 4);
   const uint16_t upper = static_cast<uint16_t>(bits >> 16);
   return std::string(reinterpret_cast<const char*>(&upper), 2);
 }
 
 // The expected [H_sel, T, T] tensor of one layer.
-std::string Expected(int layer, const std::vector<int>& heads, int total, CaptureDType dtype) {
+std::string Expected(int layer, const std::vector<int>& heads, int total, DType dtype) {
   std::string out;
   for (int head : heads) {
     for (int q = 0; q < total; ++q) {
@@ -54,7 +54,7 @@ struct Chunk {
 };
 
 // The chunk's data in the documented layout [heads, num_rows, key_length].
-std::string ChunkData(const Chunk& chunk, const std::vector<int>& heads, CaptureDType dtype) {
+std::string ChunkData(const Chunk& chunk, const std::vector<int>& heads, DType dtype) {
   std::string out;
   for (int head : heads) {
     for (int r = 0; r < chunk.num_rows; ++r) {
@@ -81,7 +81,7 @@ absl::Status Add(CaptureAssembler& assembler, const Chunk& chunk) {
 constexpr int kPrompt = 5;
 constexpr int kTotal = 9;  // 5 prompt + 4 generated
 
-CaptureSpec Spec(CaptureDType dtype) {
+CaptureSpec Spec(DType dtype) {
   CaptureSpec spec;
   spec.layers = {1, 3};
   spec.heads = {0, 2, 5};
@@ -121,10 +121,10 @@ void ExpectAssembled(const CaptureAssembler& assembler, int total) {
 }
 
 TEST(CaptureAssembler, OutOfOrderMixedStreamEqualsInOrderStream) {
-  for (CaptureDType dtype : {CaptureDType::kFloat32, CaptureDType::kBFloat16}) {
+  for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
     // Preallocated for exactly T, for more than T (generation stopped early), and unbounded.
     for (int max_tokens : {kTotal, kTotal + 7, 0}) {
-      SCOPED_TRACE(testing::Message() << CaptureDTypeName(dtype) << " max_tokens " << max_tokens);
+      SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " max_tokens " << max_tokens);
       CaptureAssembler in_order(Spec(dtype), max_tokens);
       for (const Chunk& chunk : InOrderStream()) ASSERT_TRUE(Add(in_order, chunk).ok());
       ExpectAssembled(in_order, kTotal);
@@ -147,7 +147,7 @@ TEST(CaptureAssembler, OutOfOrderMixedStreamEqualsInOrderStream) {
 }
 
 TEST(CaptureAssembler, RowsNeverSentStayZeroAndSplitRowsCountWhenComplete) {
-  CaptureAssembler assembler(Spec(CaptureDType::kFloat32), kTotal);
+  CaptureAssembler assembler(Spec(DType::kFloat32), kTotal);
   ASSERT_TRUE(Add(assembler, {1, {}, 0, kPrompt, kPrompt}).ok());
   ASSERT_TRUE(Add(assembler, {1, {2}, 5, 1, 6}).ok());
   EXPECT_EQ(assembler.RowsReceived(1), kPrompt);
@@ -158,7 +158,7 @@ TEST(CaptureAssembler, RowsNeverSentStayZeroAndSplitRowsCountWhenComplete) {
   EXPECT_EQ(assembler.RowsReceived(3), 0);
   // Rows 6.. of layer 1 and all of layer 3 were never sent: zero.
   const std::string layer1 = assembler.LayerBytes(1, kTotal);
-  const std::string full = Expected(1, {0, 2, 5}, kTotal, CaptureDType::kFloat32);
+  const std::string full = Expected(1, {0, 2, 5}, kTotal, DType::kFloat32);
   for (int h = 0; h < 3; ++h) {
     for (int q = 0; q < kTotal; ++q) {
       const size_t offset = (static_cast<size_t>(h) * kTotal + q) * kTotal * 4;
@@ -171,7 +171,7 @@ TEST(CaptureAssembler, RowsNeverSentStayZeroAndSplitRowsCountWhenComplete) {
 }
 
 TEST(CaptureAssembler, RefusesChunksOutsideTheCapture) {
-  CaptureAssembler assembler(Spec(CaptureDType::kFloat32), kTotal);
+  CaptureAssembler assembler(Spec(DType::kFloat32), kTotal);
   absl::Status past = Add(assembler, {1, {}, 8, 2, 10});
   EXPECT_EQ(past.code(), absl::StatusCode::kOutOfRange);
   EXPECT_NE(past.message().find("sequence bound of 9 tokens"), std::string::npos) << past;
@@ -189,7 +189,7 @@ TEST(CaptureAssembler, RefusesChunksOutsideTheCapture) {
 
 TEST(CaptureAssembler, WrittenFileHoldsTheAssembledBytes) {
   for (int max_tokens : {kTotal, kTotal + 3}) {
-    CaptureAssembler assembler(Spec(CaptureDType::kBFloat16), max_tokens);
+    CaptureAssembler assembler(Spec(DType::kBFloat16), max_tokens);
     for (const Chunk& chunk : MixedStream()) ASSERT_TRUE(Add(assembler, chunk).ok());
     std::vector<int64_t> ids(kTotal);
     for (int i = 0; i < kTotal; ++i) ids[i] = 100 + i;
@@ -214,7 +214,7 @@ TEST(CaptureAssembler, WrittenFileHoldsTheAssembledBytes) {
       EXPECT_EQ(info->shape, (std::vector<int64_t>{3, kTotal, kTotal}));
       const std::string bytes(reinterpret_cast<const char*>((*file)->Data(*info)),
                               info->end - info->begin);
-      EXPECT_TRUE(bytes == Expected(layer, {0, 2, 5}, kTotal, CaptureDType::kBFloat16));
+      EXPECT_TRUE(bytes == Expected(layer, {0, 2, 5}, kTotal, DType::kBFloat16));
     }
     auto contents = ReadCaptureFile(path);
     ASSERT_TRUE(contents.ok()) << contents.status();
@@ -225,6 +225,68 @@ TEST(CaptureAssembler, WrittenFileHoldsTheAssembledBytes) {
     ASSERT_EQ(layer3.size(), static_cast<size_t>(3 * kTotal * kTotal));
     EXPECT_EQ(layer3[(2 * kTotal + 7) * kTotal + 4], Value(3, 5, 7, 4));
     std::remove(path.c_str());
+  }
+}
+
+TEST(DType, EverySpellingParsesToOneType) {
+  const struct {
+    const char* name;
+    DType dtype;
+  } cases[] = {
+      {"float32", DType::kFloat32},   {"fp32", DType::kFloat32},  {"F32", DType::kFloat32},
+      {"float16", DType::kFloat16},   {"fp16", DType::kFloat16},  {"F16", DType::kFloat16},
+      {"bfloat16", DType::kBFloat16}, {"bf16", DType::kBFloat16}, {"BF16", DType::kBFloat16}};
+  for (const auto& c : cases) {
+    absl::StatusOr<DType> parsed = ParseDType(c.name);
+    ASSERT_TRUE(parsed.ok()) << c.name << ": " << parsed.status();
+    EXPECT_EQ(*parsed, c.dtype) << c.name;
+  }
+  absl::StatusOr<DType> bad = ParseDType("float64", "--run-dtype");
+  EXPECT_EQ(bad.status().message(),
+            "--run-dtype: 'float64' is not one of float32, float16, bfloat16");
+  EXPECT_STREQ(DTypeName(DType::kFloat32), "float32");
+  EXPECT_STREQ(DTypeName(DType::kFloat16), "float16");
+  EXPECT_STREQ(DTypeName(DType::kBFloat16), "bfloat16");
+  EXPECT_EQ(DTypeSize(DType::kFloat32), 4u);
+  EXPECT_EQ(DTypeSize(DType::kFloat16), 2u);
+  EXPECT_EQ(DTypeSize(DType::kBFloat16), 2u);
+}
+
+TEST(DType, SafetensorsElementTypesRoundTrip) {
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    // The safetensors name of the element type is one of ParseDType's spellings.
+    absl::StatusOr<DType> by_name = ParseDType(TensorDTypeName(ToTensorDType(dtype)));
+    ASSERT_TRUE(by_name.ok());
+    EXPECT_EQ(*by_name, dtype);
+    absl::StatusOr<DType> back = FromTensorDType(ToTensorDType(dtype), "t");
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, dtype);
+  }
+  EXPECT_EQ(ToTensorDType(DType::kBFloat16), TensorDType::kBF16);
+  absl::StatusOr<DType> ints = FromTensorDType(TensorDType::kI64, "tensor 'token_ids'");
+  EXPECT_EQ(ints.status().message(),
+            "tensor 'token_ids': element type I64 is not one of F32, F16, BF16");
+}
+
+// Hand-computed bit patterns: 1.0 (0x3C00 half, 0x3F80 bfloat16), -2.5 (0xC100, 0xC020), the
+// half subnormal 2^-24 (0x0001), and 1 + 2^-8, a tie that rounds to even in bfloat16 (0x3F80).
+TEST(DType, ConversionsMatchHandComputedBits) {
+  const float values[] = {1.0f, -2.5f, 5.9604645e-8f, 1.00390625f};
+  const uint16_t half[] = {0x3C00, 0xC100, 0x0001, 0x3C04};
+  const uint16_t bf16[] = {0x3F80, 0xC020, 0x3380, 0x3F80};
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    std::string bytes;
+    ConvertFloats(values, 4, dtype, &bytes);
+    ASSERT_EQ(bytes.size(), 8u);
+    for (int i = 0; i < 4; ++i) {
+      uint16_t got;
+      std::memcpy(&got, bytes.data() + 2 * i, 2);
+      EXPECT_EQ(got, dtype == DType::kFloat16 ? half[i] : bf16[i]) << DTypeName(dtype) << " " << i;
+    }
+    float back[4];
+    DTypeValuesToFloats(reinterpret_cast<const uint8_t*>(bytes.data()), 4, dtype, back);
+    EXPECT_EQ(back[0], 1.0f);
+    EXPECT_EQ(back[1], -2.5f);
   }
 }
 

@@ -245,7 +245,7 @@ TEST_F(TinyModelTest, HalfPrecisionCapturesStayClose) {
   params.ignore_eos = true;
   CaptureFileObserver exact(All());
   ASSERT_TRUE(engine_->Generate(prompt_, params, All(), &exact).ok());
-  for (CaptureDType dtype : {CaptureDType::kFloat16, CaptureDType::kBFloat16}) {
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
     CaptureSpec spec = All();
     spec.dtype = dtype;
     CaptureFileObserver reduced(spec);
@@ -263,7 +263,7 @@ TEST_F(TinyModelTest, HalfPrecisionCapturesStayClose) {
     for (size_t i = 0; i < values.size(); ++i)
       worst = std::max(worst, double(std::abs(values[i] - reference[i])));
     // Relative precision: 2^-11 (fp16), 2^-8 (bf16) of values at most 1.
-    EXPECT_LT(worst, dtype == CaptureDType::kFloat16 ? 1e-3 : 4e-3) << CaptureDTypeName(dtype);
+    EXPECT_LT(worst, dtype == DType::kFloat16 ? 1e-3 : 4e-3) << DTypeName(dtype);
   }
 }
 

@@ -130,7 +130,7 @@ TEST_P(GoldenTest, Bfloat16RunConvertsWeightsAndStaysClose) {
   EngineOptions options;
   options.model_dir = dir_ + "/model";
   options.device = testing::TestDevice();
-  options.dtype = "bfloat16";
+  options.dtype = DType::kBFloat16;
   auto engine = Engine::Load(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   auto logits = (*engine)->Forward(Load("prompt_ids.npy").AsInt64(), CaptureSpec(), nullptr);

@@ -412,7 +412,7 @@ TEST_P(EngineAnalysisTest, WireRowsEqualTheHostConversion) {
   auto reference = engine_->Generate(prompt, params, spec_, &float_capture);
   ASSERT_TRUE(reference.ok()) << reference.status();
   const int total = static_cast<int>(reference->token_ids.size());
-  for (CaptureDType dtype : {CaptureDType::kFloat16, CaptureDType::kBFloat16}) {
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
     CaptureSpec spec = spec_;
     spec.dtype = dtype;
     CaptureFileObserver wire(spec);
@@ -426,7 +426,7 @@ TEST_P(EngineAnalysisTest, WireRowsEqualTheHostConversion) {
       ConvertFloats(reinterpret_cast<const float*>(floats.data()), floats.size() / 4, dtype,
                     &expected);
       EXPECT_TRUE(wire.assembler().LayerBytes(layer, total) == expected)
-          << CaptureDTypeName(dtype) << " layer " << layer;
+          << DTypeName(dtype) << " layer " << layer;
     }
   }
 }

@@ -168,17 +168,17 @@ TEST_F(GoldenServerTest, CaptureOverGrpcEqualsTheLocalFileTensorForTensor) {
   struct Case {
     std::vector<int> layers, heads;
     v1::DType wire;
-    CaptureDType local;
+    DType local;
     v1::RowSelection rows;
     CaptureRows local_rows;
   };
   const std::vector<Case> cases = {
-      {{}, {}, v1::DTYPE_FLOAT32, CaptureDType::kFloat32, v1::ROWS_ALL, CaptureRows::kAll},
-      {{-1}, {0, 2}, v1::DTYPE_FLOAT16, CaptureDType::kFloat16, v1::ROWS_ALL, CaptureRows::kAll},
+      {{}, {}, v1::DTYPE_FLOAT32, DType::kFloat32, v1::ROWS_ALL, CaptureRows::kAll},
+      {{-1}, {0, 2}, v1::DTYPE_FLOAT16, DType::kFloat16, v1::ROWS_ALL, CaptureRows::kAll},
       {{0},
        {3},
        v1::DTYPE_BFLOAT16,
-       CaptureDType::kBFloat16,
+       DType::kBFloat16,
        v1::ROWS_GENERATED_ONLY,
        CaptureRows::kGeneratedOnly},
   };

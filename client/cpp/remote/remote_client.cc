@@ -74,8 +74,7 @@ absl::Status CaptureStreamReceiver::OnMessage(const v1::GenerateResponse& messag
       CaptureSpec spec;
       spec.layers.assign(capture.layers().begin(), capture.layers().end());
       spec.heads.assign(capture.heads().begin(), capture.heads().end());
-      absl::StatusOr<CaptureDType> dtype =
-          session::FromWireDType(capture.dtype(), "header.capture.dtype");
+      absl::StatusOr<DType> dtype = session::FromWireDType(capture.dtype(), "header.capture.dtype");
       if (!dtype.ok()) return Broken(std::string(dtype.status().message()));
       spec.dtype = *dtype;
       absl::StatusOr<CaptureRows> rows =
@@ -121,9 +120,8 @@ absl::Status CaptureStreamReceiver::AddChunk(const v1::AttentionChunk& chunk) {
   }
   ++next_sequence_;
   const CaptureSpec& spec = assembler_->spec();
-  if (chunk.dtype() != header_->capture().dtype() &&
-      !(chunk.dtype() == v1::DTYPE_FLOAT32 &&
-        header_->capture().dtype() == v1::DTYPE_UNSPECIFIED)) {
+  absl::StatusOr<DType> chunk_dtype = session::FromWireDType(chunk.dtype(), "chunk.dtype");
+  if (!chunk_dtype.ok() || *chunk_dtype != spec.dtype) {
     return Broken(absl::StrCat("chunk ", chunk.sequence_number(), " has dtype ",
                                static_cast<int>(chunk.dtype()), ", the header says ",
                                static_cast<int>(header_->capture().dtype())));
@@ -133,7 +131,7 @@ absl::Status CaptureStreamReceiver::AddChunk(const v1::AttentionChunk& chunk) {
     return Broken(absl::StrCat("chunk ", chunk.sequence_number(), " has rows [", chunk.first_row(),
                                ", +", chunk.num_rows(), ") and key_length ", chunk.key_length()));
   }
-  const size_t dtype_size = CaptureDTypeSize(spec.dtype);
+  const size_t dtype_size = DTypeSize(spec.dtype);
   const size_t expected_bytes =
       static_cast<size_t>(chunk.heads_size()) * chunk.num_rows() * chunk.key_length() * dtype_size;
   if (chunk.data().size() != expected_bytes || chunk.shape_size() != 3 ||

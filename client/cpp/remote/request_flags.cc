@@ -70,9 +70,9 @@ int RunRemoteCapture(cli::Flags& flags) {
   if (!quiet) {
     const v1::Final& final = summary->final_message;
     const v1::ResolvedCapture& capture = summary->header.capture();
-    absl::StatusOr<CaptureDType> wire_dtype =
+    absl::StatusOr<DType> wire_dtype =
         session::FromWireDType(capture.dtype(), "header.capture.dtype");
-    const char* dtype = wire_dtype.ok() ? CaptureDTypeName(*wire_dtype) : "?";
+    const char* dtype = wire_dtype.ok() ? DTypeName(*wire_dtype) : "?";
     std::cout << absl::StrFormat(
         "wrote %s: %d tokens (%d prompt + %d generated, stop: %s), %d layers x %d heads, %s\n"
         "prefill %.3f s, decode %.3f s; received %.1f MB in %.2f s from %s (request %s)\n",

@@ -32,6 +32,7 @@
 #include "server/engine/tensor_analysis_observer.h"
 #include "server/model/device_copy.h"
 #include "server/model/tiny_model.h"
+#include "server/model/transformer.h"
 
 namespace attnscope {
 namespace {
@@ -125,15 +126,20 @@ int Main(int argc, char** argv) {
   EngineOptions options;
   options.model_dir = dir;
   options.device = device_name;
-  options.dtype = dtype_name;
+  absl::StatusOr<DType> run_dtype = ParseDType(dtype_name, "--dtype");
+  if (!run_dtype.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(run_dtype.status().message()).c_str());
+    return 1;
+  }
+  options.dtype = *run_dtype;
   auto engine = Engine::Load(options);
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
   const ModelConfig& config = (*engine)->config();
-  const at::ScalarType dtype = dtype_name == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  const double element = dtype == at::kFloat ? 4 : 2;
+  const at::ScalarType dtype = ToScalarType(*run_dtype);
+  const double element = static_cast<double>(DTypeSize(*run_dtype));
   // Prompts: prefixes of --prompt-file's ids (comma separated; the ones transformers runs
   // too), else seeded random ids.
   std::vector<int64_t> file_ids;
