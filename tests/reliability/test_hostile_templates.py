@@ -9,7 +9,8 @@ string doubled in a loop, replace amplification), leaked the call with an empty 
 template gets RESOURCE_EXHAUSTED naming the template limit, the server's peak RSS stays far
 below what the value would have taken, and the server serves a normal request afterwards. A
 valid template renders exactly what Jinja2 (Debian's python3-jinja2, configured as
-transformers configures it: tests/tokenizer/jinja/oracle.py) renders.
+transformers configures it: tests/tokenizer/jinja/oracle.py) renders. Last, a valid render that
+holds ~400 MiB of arena memory must leave RSS near the baseline (the server's malloc_trim).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -120,3 +122,40 @@ def test_template_renders_what_jinja2_renders(tiny_model, tmp_path, start_server
     # The byte-level tiny vocabulary: one id per byte, the byte's value.
     assert list(reply.ids) == list(expected["text"].encode()), list(reply.ids)
     assert_still_serving_within_memory(server)
+
+
+# 400 strings of 1 MiB alive at once, each built from the arena: the temporary of the first
+# line is freed at once, which raises glibc's dynamic mmap threshold above 1 MiB, so the
+# 400 are not separate mappings that free() would unmap.
+BIG_RENDER = (KIB_STRING + "{% set mib = kib * 1024 %}{{ (mib ~ 'x') | length }}"
+              "{% set ns = namespace(l=[]) %}{% for i in range(400) %}"
+              "{% set ns.l = ns.l + [mib ~ i] %}{% endfor %}{{ ns.l | length }}" + CONVERSATION)
+RETURNED_MARGIN = 64 << 20
+RETURN_WAIT_S = 10.0
+
+
+def test_memory_of_a_big_render_is_returned(tiny_model, tmp_path, start_server):
+    """glibc keeps freed arena memory; the server trims after a request that left over 256 MB
+    free. The render holds ~400 MiB at its peak, then frees all of it."""
+    expected = oracle.Oracle().render({"template": BIG_RENDER, "messages": MESSAGES,
+                                       "add_generation_prompt": False})
+    server = start_server(model_dir=model_with_template(tiny_model, tmp_path, BIG_RENDER))
+    harness.good_request_works(server.address)
+    baseline = server.stats.rss_bytes()
+    code, details, reply = chat_tokenize(server)
+    assert code == "OK", (code, details)
+    assert reply.text == expected["text"]
+    peak = server.stats.peak_rss_bytes()
+    assert peak > baseline + (256 << 20), (
+        f"the render did not use the memory this test needs: peak {harness.format_mib(peak)}, "
+        f"baseline {harness.format_mib(baseline)}")
+    deadline = time.monotonic() + RETURN_WAIT_S
+    rss = server.stats.rss_bytes()
+    while rss > baseline + RETURNED_MARGIN and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rss = server.stats.rss_bytes()
+    print(f"RSS baseline {harness.format_mib(baseline)}, peak {harness.format_mib(peak)}, "
+          f"after {harness.format_mib(rss)}")
+    assert rss <= baseline + RETURNED_MARGIN, (
+        f"RSS {harness.format_mib(rss)} still over {harness.format_mib(baseline)} + 64 MiB "
+        f"{RETURN_WAIT_S} s after the request")
