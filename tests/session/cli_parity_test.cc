@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -195,6 +196,45 @@ TEST_F(CliParityTest, AFlagOneModeRefusesTheOtherRefusesWithTheSameMessage) {
     SCOPED_TRACE(flags[flags.size() - 2] + " " + flags.back());
     auto [local, remote] = BothModes("capture", flags, TempPath("refused_local.safetensors"),
                                      TempPath("refused_remote.safetensors"));
+    EXPECT_EQ(local.exit_code, 1) << local.err;
+    EXPECT_EQ(remote.exit_code, 1) << remote.err;
+    EXPECT_NE(local.err.find(expected), std::string::npos) << local.err;
+    EXPECT_EQ(WithoutServerPrefix(remote.err), local.err);
+  }
+}
+
+TEST_F(CliParityTest, ScoreAndSweepGiveTheSameNumbersInBothModes) {
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"score", {"--ids", "40,41,42,43", "--candidate-ids", "44;45,46"}},
+      {"score", {"--ids", "40,41,42,43", "--candidate-ids", "44;45", "--ablate", "0:1,2"}},
+      {"sweep", {"--ids", "40,41,42,43", "--candidate-ids", "44;45", "--layers", "0,-1"}},
+  };
+  for (size_t c = 0; c < cases.size(); ++c) {
+    SCOPED_TRACE("case " + std::to_string(c));
+    std::vector<std::string> flags = cases[c].second;
+    flags.push_back("--json");
+    auto [local, remote] = BothModes(cases[c].first, flags);
+    ASSERT_EQ(local.exit_code, 0) << local.err;
+    ASSERT_EQ(remote.exit_code, 0) << remote.err;
+    nlohmann::json local_result = nlohmann::json::parse(local.out);
+    nlohmann::json remote_result = nlohmann::json::parse(remote.out);
+    EXPECT_EQ(local_result, remote_result);
+    EXPECT_FALSE(local_result.empty());
+  }
+}
+
+// One preparation (session::PrepareScore) checks score and sweep requests in both modes.
+TEST_F(CliParityTest, ScoreAndSweepRefuseWithTheSameMessageInBothModes) {
+  const std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> cases = {
+      {"sweep", {"--ids", "40,41", "--candidate-ids", "44"}, "a sweep needs two candidates"},
+      {"sweep", {"--ids", "40,41", "--candidate-ids", "44;45", "--layers", "9"}, "layers[0]"},
+      {"score", {"--ids", "40,41", "--candidate-ids", "44,999"}, "candidates[0].ids[1] = 999"},
+      {"score", {"--ids", "40,41", "--candidate-ids", "44;"}, "has no tokens"},
+      {"sweep", {"--ids", "40,41", "--candidate-ids", "44;45", "--ablate", "0:1"}, "--ablate"},
+  };
+  for (const auto& [command, flags, expected] : cases) {
+    SCOPED_TRACE(command + " " + flags[flags.size() - 2] + " " + flags.back());
+    auto [local, remote] = BothModes(command, flags);
     EXPECT_EQ(local.exit_code, 1) << local.err;
     EXPECT_EQ(remote.exit_code, 1) << remote.err;
     EXPECT_NE(local.err.find(expected), std::string::npos) << local.err;
