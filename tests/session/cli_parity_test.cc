@@ -208,6 +208,9 @@ TEST_F(CliParityTest, ScoreAndSweepGiveTheSameNumbersInBothModes) {
       {"score", {"--ids", "40,41,42,43", "--candidate-ids", "44;45,46"}},
       {"score", {"--ids", "40,41,42,43", "--candidate-ids", "44;45", "--ablate", "0:1,2"}},
       {"sweep", {"--ids", "40,41,42,43", "--candidate-ids", "44;45", "--layers", "0,-1"}},
+      {"sweep", {"--ids", "40,41,42,43", "--candidate-ids", "44;45", "--layers", "1,0,1"}},
+      {"sweep",
+       {"--ids", "40,41,42,43", "--candidate-ids", "44;45", "--heads", "1,1", "--layers", "0"}},
   };
   for (size_t c = 0; c < cases.size(); ++c) {
     SCOPED_TRACE("case " + std::to_string(c));
@@ -231,6 +234,10 @@ TEST_F(CliParityTest, ScoreAndSweepRefuseWithTheSameMessageInBothModes) {
       {"score", {"--ids", "40,41", "--candidate-ids", "44,999"}, "candidates[0].ids[1] = 999"},
       {"score", {"--ids", "40,41", "--candidate-ids", "44;"}, "has no tokens"},
       {"sweep", {"--ids", "40,41", "--candidate-ids", "44;45", "--ablate", "0:1"}, "--ablate"},
+      // Local mode skipped the service's intervention preparation for a sweep.
+      {"sweep",
+       {"--ids", "40,41", "--candidate-ids", "44;45", "--patch-from", "ids:40,41"},
+       "patch_source = 2 tokens: given without any patch intervention"},
   };
   for (const auto& [command, flags, expected] : cases) {
     SCOPED_TRACE(command + " " + flags[flags.size() - 2] + " " + flags.back());
