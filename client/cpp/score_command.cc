@@ -14,7 +14,6 @@
 // of the input (terms, matched as `analyze --terms` matches them).
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -27,6 +26,7 @@
 #include "client/cpp/request_flags.h"
 #include "server/engine/interventions.h"
 #include "server/session/prepare.h"
+#include "server/session/prepare_score.h"
 #include "server/session/session.h"
 
 #ifdef ATTNSCOPE_WITH_GRPC
@@ -248,6 +248,20 @@ absl::StatusOr<session::Request> RequestFromFlags(Flags& flags, const ScoreFlags
   return request;
 }
 
+// The same ScoreSpec RunRemote sends as a v1::ScoreRequest: candidates as given, the sweep.
+session::ScoreSpec SpecFromFlags(session::Request request, const ScoreFlags& parsed, bool sweep) {
+  session::ScoreSpec spec;
+  spec.request = std::move(request);
+  for (const std::string& text : parsed.candidate_texts) {
+    spec.candidates.push_back({session::CandidateRequest::Kind::kText, text, {}});
+  }
+  for (const std::vector<int64_t>& ids : parsed.candidate_ids) {
+    spec.candidates.push_back({session::CandidateRequest::Kind::kIds, "", ids});
+  }
+  if (sweep) spec.sweep = parsed.sweep;
+  return spec;
+}
+
 int RunLocal(const std::string& command, Flags& flags, const ScoreFlags& parsed, bool sweep) {
   absl::StatusOr<session::Request> request = RequestFromFlags(flags, parsed);
   if (!request.ok()) return Fail(command, std::string(request.status().message()));
@@ -256,38 +270,14 @@ int RunLocal(const std::string& command, Flags& flags, const ScoreFlags& parsed,
   for (const auto& unknown : flags.Unread()) return Fail(command, "unknown flag " + unknown);
   absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = session::LoadModel(*options);
   if (!model.ok()) return Fail(command, std::string(model.status().message()));
-  const session::ModelView view = (*model)->view();
-  absl::StatusOr<PreparedPrompt> prompt = session::ResolvePromptInput(request->input, view);
-  if (!prompt.ok()) return Fail(command, std::string(prompt.status().message()));
-  std::vector<Candidate> candidates;
-  for (const std::string& text : parsed.candidate_texts) {
-    absl::StatusOr<std::vector<int64_t>> ids = EncodeContinuation(text, (*model)->tools);
-    if (!ids.ok()) return Fail(command, std::string(ids.status().message()));
-    candidates.push_back({text, *std::move(ids)});
-  }
-  for (const std::vector<int64_t>& ids : parsed.candidate_ids) {
-    const Tokenizer* tokenizer = (*model)->tokenizer();
-    candidates.push_back({tokenizer ? tokenizer->Decode(ids) : "", ids});
-  }
-  session::PreparedScore prepared;
-  prepared.sweep_mode = sweep;
-  prepared.sweep = parsed.sweep;
-  if (!sweep) {
-    int longest = 0;
-    for (const Candidate& c : candidates) {
-      longest = std::max(longest, static_cast<int>(c.ids.size()));
-    }
-    absl::StatusOr<InterventionSet> set = session::PrepareInterventions(
-        *request, *prompt, static_cast<int>(prompt->ids.size()) + longest, view,
-        session::RequestLimits::Unbounded());
-    if (!set.ok()) return Fail(command, std::string(set.status().message()));
-    prepared.interventions = *std::move(set);
-  }
-  prepared.prompt = *std::move(prompt);
-  prepared.candidates = std::move(candidates);
+  // The service's ScoreAnswers runs the same session::PrepareScore, with its configured limits.
+  absl::StatusOr<session::PreparedScore> prepared =
+      session::PrepareScore(SpecFromFlags(*std::move(request), parsed, sweep), (*model)->view(),
+                            session::RequestLimits::Unbounded());
+  if (!prepared.ok()) return Fail(command, std::string(prepared.status().message()));
   // The service's ScoreAnswers runs the same session::RunScore.
   absl::StatusOr<SweepResult> result =
-      session::RunScore(**model, prepared, [](int done, int total) {
+      session::RunScore(**model, *prepared, [](int done, int total) {
         ShowProgress(done, total);
         return absl::OkStatus();
       });

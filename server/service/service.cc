@@ -17,10 +17,10 @@
 #include "server/service/prep_pool.h"
 #include "server/service/response_stream.h"
 #include "server/service/score_stream.h"
-#include "server/service/score_validation.h"
 #include "server/service/status_util.h"
 #include "server/service/wire_messages.h"
 #include "server/session/request_proto.h"
+#include "server/session/score_request_proto.h"
 #include "server/tokenizer/incremental_decoder.h"
 
 namespace attnscope::service {
@@ -698,9 +698,9 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
   const session::LoadedModel* model = model_.get();
   const auto deadline = context->deadline();
   const InterventionLimits limits = session::InterventionLimitsOf(config_.limits);
-  auto shared_prepared = std::make_shared<PreparedScore>();
+  auto shared_prepared = std::make_shared<session::PreparedScore>();
   auto engine_job = [state, record, model, deadline, limits, shared_prepared] {
-    const PreparedScore& p = *shared_prepared;
+    const session::PreparedScore& p = *shared_prepared;
     record->queue_seconds = SecondsSince(record->admission.arrival);
     if (state->cancelled.load()) return;
     const auto model_start = Clock::now();
@@ -731,7 +731,8 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
       [this, state, record, shared_prepared, engine_job = std::move(engine_job),
        owned = TakeRequest(request)]() mutable {
         if (state->cancelled.load()) return;
-        absl::StatusOr<PreparedScore> prepared = PrepareScore(*owned, model_view(), config_.limits);
+        absl::StatusOr<session::PreparedScore> prepared =
+            session::PrepareScore(*owned, model_view(), config_.limits);
         if (!prepared.ok()) {
           ScoreReactor::Close(state, ToGrpcStatus(prepared.status()));
           return;

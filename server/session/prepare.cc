@@ -226,7 +226,7 @@ uint64_t MaxRequestBytes(const RequestLimits& limits) {
   const uint64_t interventions =
       static_cast<uint64_t>(limits.max_interventions) * kItemScalars + index_list + terms;
   const uint64_t candidate_tokens = static_cast<uint64_t>(limits.max_candidate_tokens);
-  // A candidate's text is refused over 64 bytes per allowed token (score_validation.cc).
+  // A candidate's text is refused over 64 bytes per allowed token (prepare_score.cc).
   const uint64_t candidates = static_cast<uint64_t>(limits.max_candidates) *
                               (std::max(64 * candidate_tokens, 11 * candidate_tokens) + 12);
   constexpr uint64_t kScalarsAndTag = 4096;  // every scalar field and the client_tag

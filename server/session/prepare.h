@@ -47,8 +47,9 @@ struct PreparedAnalysis {
   InterventionSet interventions;  // resolved and checked
 };
 
-// A ScoreAnswers request or `attnscope score|sweep` resolved and checked (the service's
-// PrepareScore, the command line's local mode): candidates tokenized, interventions resolved.
+// A ScoreAnswers request or `attnscope score|sweep` resolved and checked (PrepareScore in
+// prepare_score.h, shared by the service and the command line's local mode): candidates
+// tokenized, interventions resolved.
 struct PreparedScore {
   PreparedPrompt prompt;
   std::vector<Candidate> candidates;

@@ -21,7 +21,7 @@ absl::StatusOr<Request> FromProto(const v1::GenerateRequest& request);
 absl::StatusOr<Request> FromProto(const v1::AnalyzeRequest& request);
 absl::StatusOr<Request> FromProto(const v1::TokenizeRequest& request);
 // ScoreAnswers: the input, interventions and patch source (candidates and sweep are read by
-// the service's PrepareScore); InputToScoreRequest writes the same fields.
+// ScoreSpecFromProto, score_request_proto.h); InputToScoreRequest writes the same fields.
 absl::StatusOr<Request> FromProto(const v1::ScoreRequest& request);
 void InputToScoreRequest(const Request& request, v1::ScoreRequest* proto);
 
