@@ -9,12 +9,6 @@
 namespace attnscope::session {
 namespace {
 
-#define ATTNSCOPE_SCORE_RETURN_IF_ERROR(expr) \
-  do {                                        \
-    const absl::Status status_ = (expr);      \
-    if (!status_.ok()) return status_;        \
-  } while (0)
-
 absl::StatusOr<Candidate> PrepareCandidate(const CandidateRequest& wanted, int index,
                                            const ModelView& model, const RequestLimits& limits) {
   static const ModelTextTools kNoTools;
@@ -67,8 +61,8 @@ absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelVie
                                            const RequestLimits& limits) {
   PreparedScore prepared;
   const InterventionLimits bounds = InterventionLimitsOf(limits);
-  ATTNSCOPE_SCORE_RETURN_IF_ERROR(
-      CheckCandidateCount(static_cast<int>(spec.candidates.size()), limits));
+  absl::Status checked = CheckCandidateCount(static_cast<int>(spec.candidates.size()), limits);
+  if (!checked.ok()) return checked;
   prepared.sweep_mode = spec.sweep.has_value();
   if (prepared.sweep_mode) {
     if (!spec.request.interventions.empty()) {
@@ -78,14 +72,17 @@ absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelVie
                         "combine with interventions");
     }
     prepared.sweep = *spec.sweep;
-    ATTNSCOPE_SCORE_RETURN_IF_ERROR(ValidateSweep(&prepared.sweep, *model.config, bounds));
+    checked = ValidateSweep(&prepared.sweep, *model.config, bounds);
+    if (!checked.ok()) return checked;
   }
-  ATTNSCOPE_SCORE_RETURN_IF_ERROR(CheckRequestSizes(spec.request, limits));
+  checked = CheckRequestSizes(spec.request, limits);
+  if (!checked.ok()) return checked;
   absl::StatusOr<PreparedPrompt> prompt = ResolvePromptInput(spec.request.input, model);
   if (!prompt.ok()) return prompt.status();
   prepared.prompt = *std::move(prompt);
   const int prompt_tokens = static_cast<int>(prepared.prompt.ids.size());
-  ATTNSCOPE_SCORE_RETURN_IF_ERROR(CheckTokenLimits(prompt_tokens, 0, *model.config, limits));
+  checked = CheckTokenLimits(prompt_tokens, 0, *model.config, limits);
+  if (!checked.ok()) return checked;
 
   for (size_t i = 0; i < spec.candidates.size(); ++i) {
     absl::StatusOr<Candidate> candidate =
@@ -98,8 +95,9 @@ absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelVie
     longest = std::max(longest, static_cast<int>(c.ids.size()));
   }
   const int max_length = std::min(limits.max_total_tokens, model.config->max_position_embeddings);
-  ATTNSCOPE_SCORE_RETURN_IF_ERROR(ValidateCandidates(prepared.candidates, prompt_tokens, max_length,
-                                                     *model.config, bounds, prepared.sweep_mode));
+  checked = ValidateCandidates(prepared.candidates, prompt_tokens, max_length, *model.config,
+                               bounds, prepared.sweep_mode);
+  if (!checked.ok()) return checked;
   absl::StatusOr<InterventionSet> interventions =
       PrepareInterventions(spec.request, prepared.prompt, prompt_tokens + longest, model, limits);
   if (!interventions.ok()) return interventions.status();
