@@ -1,22 +1,44 @@
-// A real attnscope server on a loopback ephemeral port, in this process, plus client helpers.
+// A real attnscope server on a loopback ephemeral port, in this process, plus client helpers
+// the service's test files share (golden requests, a stream reader, polling waits).
 #pragma once
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attnscope/v1/attnscope.grpc.pb.h"
+#include "gtest/gtest.h"
 #include "server/service/server.h"
 #include "tests/common/npy.h"
 
 namespace attnscope::testing {
 
 inline std::string GoldenDir() { return DataDir() + "/golden/qwen2-tiny"; }
+
+inline std::vector<int64_t> GoldenIds(const std::string& name) {
+  absl::StatusOr<NpyArray> array = ReadNpy(GoldenDir() + "/" + name);
+  EXPECT_TRUE(array.ok()) << array.status();
+  return array.ok() ? array->AsInt64() : std::vector<int64_t>();
+}
+
+// The golden prompt's ids, greedy, `max_new_tokens` long.
+inline v1::GenerateRequest GoldenRequest(int max_new_tokens = 12) {
+  v1::GenerateRequest request;
+  for (int64_t id : GoldenIds("prompt_ids.npy")) request.mutable_ids()->add_ids(id);
+  request.mutable_generation()->set_max_new_tokens(max_new_tokens);
+  // Long requests exist to keep a stream busy: make their length certain.
+  if (max_new_tokens > 100) request.mutable_generation()->set_ignore_eos(true);
+  return request;
+}
 
 inline service::ServerConfig TestConfig(const std::string& model_dir) {
   service::ServerConfig config;
@@ -64,6 +86,59 @@ class TestServer {
   std::unique_ptr<service::AttnScopeServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
 };
+
+// What one GenerateWithAttention stream brought: counts of each event, the last of each.
+struct StreamResult {
+  grpc::Status status;
+  int headers = 0, tokens = 0, chunks = 0, finals = 0;
+  std::string text_pieces;
+  v1::Header header;
+  v1::Final final_message;
+};
+
+// Reads a whole stream; `prepare` sets up the context (metadata, deadline) first.
+inline StreamResult RunStream(v1::AttnScope::Stub* stub, const v1::GenerateRequest& request,
+                              const std::function<void(grpc::ClientContext*)>& prepare = nullptr) {
+  grpc::ClientContext context;
+  if (prepare) prepare(&context);
+  StreamResult result;
+  auto reader = stub->GenerateWithAttention(&context, request);
+  v1::GenerateResponse message;
+  while (reader->Read(&message)) {
+    switch (message.event_case()) {
+      case v1::GenerateResponse::kHeader:
+        ++result.headers;
+        result.header = message.header();
+        break;
+      case v1::GenerateResponse::kToken:
+        ++result.tokens;
+        result.text_pieces += message.token().text();
+        break;
+      case v1::GenerateResponse::kChunk:
+        ++result.chunks;
+        break;
+      case v1::GenerateResponse::kFinal:
+        ++result.finals;
+        result.final_message = message.final();
+        break;
+      default:
+        break;
+    }
+  }
+  result.status = reader->Finish();
+  return result;
+}
+
+// Polls until `condition` holds or `seconds` pass; returns whether it held.
+inline bool WaitFor(const std::function<bool()>& condition, double seconds) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return condition();
+}
 
 // grpc.health.v1.Health/Check through the generic stub (no generated health code needed):
 // 1 SERVING, 2 NOT_SERVING, 0 UNKNOWN, -1 when the call fails.
