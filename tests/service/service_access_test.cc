@@ -16,15 +16,21 @@
 namespace attnscope::testing {
 namespace {
 
-TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
-  const std::string keys = TempPath("keys.txt");
+// A golden-model server whose api_keys_file (written to TempPath(file_name)) holds `keys`.
+std::unique_ptr<TestServer> StartWithKeys(const std::string& file_name, const std::string& keys) {
+  const std::string path = TempPath(file_name);
   {
-    std::ofstream out(keys);
-    out << "# test keys\nalice 0123456789abcdef0123456789\n";
+    std::ofstream out(path);
+    out << keys;
   }
   service::ServerConfig config = TestConfig(GoldenDir() + "/model");
-  config.auth.api_keys_file = keys;
-  std::unique_ptr<TestServer> server = TestServer::Start(config);
+  config.auth.api_keys_file = path;
+  return TestServer::Start(config);
+}
+
+TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
+  std::unique_ptr<TestServer> server =
+      StartWithKeys("keys.txt", "# test keys\nalice 0123456789abcdef0123456789\n");
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   for (const std::string& token : {std::string(), std::string("0123456789abcdef012345678X")}) {
@@ -101,14 +107,8 @@ TEST(ServiceTlsTest, ServesTlsWithTheConfiguredCertificate) {
 }
 
 TEST(ServiceAuthTest, PerKeyConcurrencyLimitIsEnforced) {
-  const std::string keys = TempPath("keys_limit.txt");
-  {
-    std::ofstream out(keys);
-    out << "bob fedcba9876543210fedcba98 1\n";
-  }
-  service::ServerConfig config = TestConfig(GoldenDir() + "/model");
-  config.auth.api_keys_file = keys;
-  std::unique_ptr<TestServer> server = TestServer::Start(config);
+  std::unique_ptr<TestServer> server =
+      StartWithKeys("keys_limit.txt", "bob fedcba9876543210fedcba98 1\n");
   ASSERT_NE(server, nullptr);
   auto stub = server->Stub();
   auto with_key = [](grpc::ClientContext* context) {
