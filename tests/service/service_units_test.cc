@@ -9,6 +9,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "client/cpp/remote/remote_client.h"
 #include "gtest/gtest.h"
@@ -85,16 +86,21 @@ TEST(ServerConfigTest, ShippedConfigParsesToTheDefaults) {
   EXPECT_EQ(shipped->streaming.stall_timeout_seconds, defaults.streaming.stall_timeout_seconds);
   EXPECT_EQ(shipped->auth.max_concurrent_per_key, defaults.auth.max_concurrent_per_key);
   EXPECT_EQ(shipped->drain_grace_seconds, defaults.drain_grace_seconds);
-  // The request size limits and the connections section (issue 16).
-  const ServerLimits& l = shipped->limits;
-  EXPECT_EQ(l.max_prompt_bytes_per_token, defaults.limits.max_prompt_bytes_per_token);
-  EXPECT_EQ(l.max_stop_strings, defaults.limits.max_stop_strings);
-  EXPECT_EQ(l.max_stop_string_bytes, defaults.limits.max_stop_string_bytes);
-  EXPECT_EQ(l.max_eos_token_ids, defaults.limits.max_eos_token_ids);
-  EXPECT_EQ(l.max_index_entries, defaults.limits.max_index_entries);
-  EXPECT_EQ(l.max_terms, defaults.limits.max_terms);
-  EXPECT_EQ(l.max_queries, defaults.limits.max_queries);
-  EXPECT_EQ(l.max_term_bytes, defaults.limits.max_term_bytes);
+  // The request size limits (issue 16), each named in its failure.
+  const std::pair<const char*, int ServerLimits::*> size_limits[] = {
+      {"max_prompt_bytes_per_token", &ServerLimits::max_prompt_bytes_per_token},
+      {"max_stop_strings", &ServerLimits::max_stop_strings},
+      {"max_stop_string_bytes", &ServerLimits::max_stop_string_bytes},
+      {"max_eos_token_ids", &ServerLimits::max_eos_token_ids},
+      {"max_index_entries", &ServerLimits::max_index_entries},
+      {"max_terms", &ServerLimits::max_terms},
+      {"max_queries", &ServerLimits::max_queries},
+      {"max_term_bytes", &ServerLimits::max_term_bytes},
+  };
+  for (const auto& [name, limit] : size_limits) {
+    EXPECT_EQ(shipped->limits.*limit, defaults.limits.*limit) << "limits." << name;
+  }
+  // The connections section (issue 16).
   const ConnectionOptions& c = shipped->connections;
   EXPECT_EQ(c.idle_timeout_seconds, defaults.connections.idle_timeout_seconds);
   EXPECT_EQ(c.max_age_seconds, defaults.connections.max_age_seconds);
