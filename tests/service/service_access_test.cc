@@ -41,31 +41,27 @@ TEST(ServiceAuthTest, MissingOrWrongKeyIsUnauthenticatedOnEveryMethod) {
     StreamResult stream = RunStream(stub.get(), GoldenRequest(2), prepare);
     EXPECT_EQ(stream.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
     EXPECT_EQ(stream.headers, 0);
-    {
+    // Each unary method, called on a fresh context with the same credentials.
+    auto unary_code = [&](const auto& call) {
       grpc::ClientContext context;
       prepare(&context);
-      v1::GetModelInfoResponse response;
-      EXPECT_EQ(stub->GetModelInfo(&context, {}, &response).error_code(),
-                grpc::StatusCode::UNAUTHENTICATED);
-    }
-    {
-      grpc::ClientContext context;
-      prepare(&context);
-      v1::TokenizeRequest request;
-      request.mutable_ids()->add_ids(1);
-      v1::TokenizeResponse response;
-      EXPECT_EQ(stub->Tokenize(&context, request, &response).error_code(),
-                grpc::StatusCode::UNAUTHENTICATED);
-    }
-    {
-      grpc::ClientContext context;
-      prepare(&context);
-      v1::AnalyzeRequest request;
-      request.mutable_ids()->add_ids(1);
-      v1::AnalyzeResponse response;
-      EXPECT_EQ(stub->AnalyzeHeads(&context, request, &response).error_code(),
-                grpc::StatusCode::UNAUTHENTICATED);
-    }
+      return call(&context).error_code();
+    };
+    v1::TokenizeRequest tokenize;
+    tokenize.mutable_ids()->add_ids(1);
+    v1::AnalyzeRequest analyze;
+    analyze.mutable_ids()->add_ids(1);
+    v1::GetModelInfoResponse info;
+    v1::TokenizeResponse tokens;
+    v1::AnalyzeResponse report;
+    EXPECT_EQ(unary_code([&](grpc::ClientContext* c) { return stub->GetModelInfo(c, {}, &info); }),
+              grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(
+        unary_code([&](grpc::ClientContext* c) { return stub->Tokenize(c, tokenize, &tokens); }),
+        grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(
+        unary_code([&](grpc::ClientContext* c) { return stub->AnalyzeHeads(c, analyze, &report); }),
+        grpc::StatusCode::UNAUTHENTICATED);
   }
   // The right key works, through the command line's client too.
   remote::RemoteTarget target;
