@@ -88,7 +88,7 @@ int AnalyzeWithLocalModel(Flags& flags) {
   absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = session::LoadModel(*options);
   if (!model.ok()) return Fail(kCommand, std::string(model.status().message()));
   absl::StatusOr<session::PreparedAnalysis> prepared =
-      session::PrepareAnalysis(*request, (*model)->view(), session::RequestLimits::Unbounded());
+      session::PrepareAnalysis(*request, **model, session::RequestLimits::Unbounded());
   if (!prepared.ok()) return Fail(kCommand, std::string(prepared.status().message()));
   absl::StatusOr<session::AnalysisOutcome> outcome =
       session::RunAnalysis(**model, *prepared, nullptr);

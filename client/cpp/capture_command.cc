@@ -43,7 +43,7 @@ int RunCapture(const std::vector<std::string>& args) {
   absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = session::LoadModel(*options);
   if (!model.ok()) return Failed(model.status());
   absl::StatusOr<session::PreparedGeneration> prepared =
-      session::PrepareGeneration(*request, (*model)->view(), session::RequestLimits::Unbounded());
+      session::PrepareGeneration(*request, **model, session::RequestLimits::Unbounded());
   if (!prepared.ok()) return Failed(prepared.status());
 
   // Preallocated for the longest sequence the request can produce.
@@ -56,7 +56,7 @@ int RunCapture(const std::vector<std::string>& args) {
   const GenerationResult& result = outcome->result;
   absl::Status written = observer.assembler().Write(
       out, result.token_ids, outcome->metadata,
-      prepared->params.save_logits ? &result.logits : nullptr, (*model)->config().vocab_size);
+      prepared->params.save_logits ? &result.logits : nullptr, (*model)->config.vocab_size);
   if (!written.ok()) return Failed(written);
   if (!quiet) {
     const int total = static_cast<int>(result.token_ids.size());

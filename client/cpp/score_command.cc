@@ -272,7 +272,7 @@ int RunLocal(const std::string& command, Flags& flags, const ScoreFlags& parsed,
   if (!model.ok()) return Fail(command, std::string(model.status().message()));
   // The service's ScoreAnswers runs the same session::PrepareScore, with its configured limits.
   absl::StatusOr<session::PreparedScore> prepared =
-      session::PrepareScore(SpecFromFlags(*std::move(request), parsed, sweep), (*model)->view(),
+      session::PrepareScore(SpecFromFlags(*std::move(request), parsed, sweep), **model,
                             session::RequestLimits::Unbounded());
   if (!prepared.ok()) return Fail(command, std::string(prepared.status().message()));
   // The service's ScoreAnswers runs the same session::RunScore.

@@ -1,11 +1,12 @@
 // Turns a request's input (token ids, raw text, or chat messages rendered with the model's
 // template) into prompt ids plus display strings and byte spans. Shared by the command line
-// and the service so both tokenize the same way.
+// and the service so both tokenize the same way. The functions take the tokenizer and chat
+// template they use rather than the loaded model: that type (session::LoadedModel) belongs to
+// the session layer above, which owns the engine too, and this layer must not depend on it.
+// Either pointer may be null: a model folder with weights only still serves token-id input.
 #pragma once
 
 #include <cstdint>
-#include <memory>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,16 +15,6 @@
 #include "server/tokenizer/tokenizer.h"
 
 namespace attnscope {
-
-// The tokenizer side of a model folder; either part may be absent (a folder with weights only
-// still serves token-id input).
-struct ModelTextTools {
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::optional<ChatTemplateConfig> chat;
-};
-// Loads DIR's tokenizer and chat template when present; a malformed file is an error, a
-// missing one is not.
-absl::StatusOr<ModelTextTools> LoadModelTextTools(const std::string& model_dir);
 
 struct PromptInput {
   enum class Kind { kIds, kText, kChat } kind = Kind::kIds;
@@ -65,14 +56,15 @@ absl::StatusOr<std::string> RenderChat(const PromptInput& input, const ChatTempl
 absl::StatusOr<PromptInput> ParseChatJson(const std::string& text, const std::string& what);
 
 // Errors: FailedPrecondition when text/chat input meets a model without tokenizer or template.
-absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const ModelTextTools& tools);
+absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const Tokenizer* tokenizer,
+                                             const ChatTemplateConfig* chat);
 
 // A continuation to score ("increase"): its text tokenized as plain text (special-token
 // spellings are ordinary text), no BOS. FailedPrecondition without a tokenizer.
 absl::StatusOr<std::vector<int64_t>> EncodeContinuation(const std::string& text,
-                                                        const ModelTextTools& tools);
+                                                        const Tokenizer* tokenizer);
 
 // Display strings of `ids` ("" each without a tokenizer).
-std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids, const ModelTextTools& tools);
+std::vector<std::string> TokenStrings(const std::vector<int64_t>& ids, const Tokenizer* tokenizer);
 
 }  // namespace attnscope

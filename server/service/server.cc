@@ -136,11 +136,11 @@ absl::StatusOr<std::unique_ptr<session::LoadedModel>> AttnScopeServer::LoadModel
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<session::LoadedModel>> model = session::LoadModel(options);
   if (!model.ok()) return model.status();
-  if ((*model)->tokenizer() == nullptr) {
+  if ((*model)->tokenizer == nullptr) {
     spdlog::warn("no tokenizer in {}: only token-id input will be served", options.model_dir);
   }
   spdlog::info("loaded {} ({} layers, {} heads) in {:.2f} s", config.model_dir,
-               (*model)->config().num_hidden_layers, (*model)->config().num_attention_heads,
+               (*model)->config.num_hidden_layers, (*model)->config.num_attention_heads,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return model;
 }
@@ -162,7 +162,7 @@ absl::Status AttnScopeServer::ServeModel(std::unique_ptr<session::LoadedModel> m
     capture.layers = {0};
     capture.heads = {0};
     GenerationObserver discard;
-    const int64_t first = model->config().bos_token_id >= 0 ? model->config().bos_token_id : 0;
+    const int64_t first = model->config.bos_token_id >= 0 ? model->config.bos_token_id : 0;
     absl::StatusOr<GenerationResult> result =
         model->engine->Generate({first, 1, 2}, params, capture, &discard);
     if (!result.ok()) {

@@ -367,8 +367,6 @@ void AttnScopeService::SetModel(std::unique_ptr<session::LoadedModel> model) {
   model_ready_.store(true);
 }
 
-session::ModelView AttnScopeService::model_view() const { return model_->view(); }
-
 absl::StatusOr<Admission> AttnScopeService::Admit(grpc::CallbackServerContext* context) {
   Admission admission;
   admission.arrival = Clock::now();
@@ -472,7 +470,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
                                *message.mutable_chunk() = std::move(chunk);
                                return stream.Push(std::move(message));
                              });
-    StreamObserver observer(&stream, &chunker, model->tokenizer(), call->deadline);
+    StreamObserver observer(&stream, &chunker, model->tokenizer.get(), call->deadline);
     absl::StatusOr<session::CaptureOutcome> outcome = session::RunCapture(*model, p, &observer);
     rec.generated_tokens = observer.generated();
     absl::Status status = outcome.status();
@@ -497,7 +495,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* AttnScopeService::GenerateWithAt
         if (!call->stream->CheckOpen().ok()) return;  // cancelled or drained while waiting
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
         absl::StatusOr<session::PreparedGeneration> prepared =
-            converted.ok() ? session::PrepareGeneration(*converted, model_view(), config_.limits)
+            converted.ok() ? session::PrepareGeneration(*converted, *model_, config_.limits)
                            : absl::StatusOr<session::PreparedGeneration>(converted.status());
         if (!prepared.ok()) {
           call->stream->Close(ToGrpcStatus(prepared.status()));
@@ -573,7 +571,7 @@ grpc::ServerUnaryReactor* AttnScopeService::AnalyzeHeads(grpc::CallbackServerCon
         MaybeThrowInjected(inject, "prepare");
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
         absl::StatusOr<session::PreparedAnalysis> prepared =
-            converted.ok() ? session::PrepareAnalysis(*converted, model_view(), config_.limits)
+            converted.ok() ? session::PrepareAnalysis(*converted, *model_, config_.limits)
                            : absl::StatusOr<session::PreparedAnalysis>(converted.status());
         if (!prepared.ok()) {
           UnaryCall::FinishOnce(state, ToGrpcStatus(prepared.status()), nullptr);
@@ -636,13 +634,13 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
        inject = InjectedExceptionPoint(context, config_.debug.exception_injection)] {
         if (state->cancelled->load()) return;
         MaybeThrowInjected(inject, "prepare");
-        const session::ModelView view = model_view();
+        const session::LoadedModel& model = *model_;
         absl::StatusOr<session::Request> converted = session::FromProto(*owned);
         const absl::Status sizes = converted.ok()
                                        ? session::CheckRequestSizes(*converted, config_.limits)
                                        : converted.status();
         absl::StatusOr<PreparedPrompt> input =
-            sizes.ok() ? session::ResolvePromptInput(converted->input, view)
+            sizes.ok() ? session::ResolvePromptInput(converted->input, model)
                        : absl::StatusOr<PreparedPrompt>(sizes);
         if (!input.ok()) {
           UnaryCall::FinishOnce(state, ToGrpcStatus(input.status()), nullptr);
@@ -652,7 +650,7 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
           UnaryCall::FinishOnce(
               state,
               ToGrpcStatus(session::CheckTokenLimits(static_cast<int>(input->ids.size()), 0,
-                                                     *view.config, config_.limits)),
+                                                     model.config, config_.limits)),
               nullptr);
           return;
         }
@@ -666,8 +664,7 @@ grpc::ServerUnaryReactor* AttnScopeService::Tokenize(grpc::CallbackServerContext
             span->set_end(static_cast<int32_t>(end));
           }
           if (owned->input_case() == v1::TokenizeRequest::kIds) {
-            if (view.tokenizer() != nullptr)
-              response->set_text(view.tokenizer()->Decode(input->ids));
+            if (model.tokenizer != nullptr) response->set_text(model.tokenizer->Decode(input->ids));
           } else {
             response->set_text(input->text);
           }
@@ -732,7 +729,7 @@ grpc::ServerWriteReactor<v1::ScoreResponse>* AttnScopeService::ScoreAnswers(
        owned = TakeRequest(request)]() mutable {
         if (state->cancelled.load()) return;
         absl::StatusOr<session::PreparedScore> prepared =
-            session::PrepareScore(*owned, model_view(), config_.limits);
+            session::PrepareScore(*owned, *model_, config_.limits);
         if (!prepared.ok()) {
           ScoreReactor::Close(state, ToGrpcStatus(prepared.status()));
           return;

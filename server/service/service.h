@@ -44,7 +44,6 @@ class AttnScopeService final : public v1::AttnScope::CallbackService {
   // it. Returns how many were ended.
   int EndInFlightAfterGrace();
   int in_flight() const { return in_flight_.count(); }
-  session::ModelView model_view() const;
   // The engine's queue (tests watch it to know when a request runs or waits).
   const EngineWorker& worker() const { return *worker_; }
 

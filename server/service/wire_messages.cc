@@ -28,7 +28,7 @@ void FillHeadMetrics(const analysis::HeadMetrics& m, v1::HeadMetrics* out) {
 }  // namespace
 
 void FillModelInfo(const session::LoadedModel& model, v1::ModelInfo* info) {
-  const ModelConfig& c = model.config();
+  const ModelConfig& c = model.config;
   info->set_name(model.name);
   info->set_architecture(c.architecture);
   info->set_model_type(c.model_type);
@@ -43,7 +43,7 @@ void FillModelInfo(const session::LoadedModel& model, v1::ModelInfo* info) {
   info->set_run_dtype(DTypeName(model.engine->options().dtype));
   info->set_bos_token_id(c.bos_token_id);
   for (int64_t id : c.eos_token_ids) info->add_eos_token_ids(id);
-  info->set_has_tokenizer(model.tokenizer() != nullptr);
+  info->set_has_tokenizer(model.tokenizer != nullptr);
   info->set_has_chat_template(model.has_chat_template());
   info->set_config_sha256(c.config_hash);
   info->set_query_heads_per_kv_head(

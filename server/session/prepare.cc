@@ -16,16 +16,16 @@ namespace {
     if (!status_.ok()) return status_;          \
   } while (0)
 
-absl::Status NoTokenizer(const std::string& what, const ModelView& model) {
+absl::Status NoTokenizer(const std::string& what, const LoadedModel& model) {
   return absl::FailedPreconditionError(absl::StrCat(
       what, " needs tokenizer files (tokenizer.json or tokenizer.model) in the model folder ",
       model.model_dir, ", which has none"));
 }
 
 // The probe draws from [0, first special id at the top of the vocabulary): ordinary tokens.
-int64_t OrdinaryVocabularyEnd(const ModelView& model) {
-  int64_t end = model.config->vocab_size;
-  if (const Tokenizer* tokenizer = model.tokenizer()) {
+int64_t OrdinaryVocabularyEnd(const LoadedModel& model) {
+  int64_t end = model.config.vocab_size;
+  if (const Tokenizer* tokenizer = model.tokenizer.get()) {
     end = std::min<int64_t>(end, tokenizer->vocab_size());
     while (end > 1 && tokenizer->IsSpecial(end - 1)) --end;
   }
@@ -239,7 +239,7 @@ uint64_t MaxRequestBytes(const RequestLimits& limits) {
 }
 
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& p,
-                                                          const ModelView& model,
+                                                          const LoadedModel& model,
                                                           const RequestLimits& limits) {
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckGenerationSpec(p));
   if (p.max_new_tokens > limits.max_new_tokens) {
@@ -257,7 +257,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& 
   params.top_p = p.top_p == 0 ? 1.0f : p.top_p;
   params.repetition_penalty = p.repetition_penalty == 0 ? 1.0f : p.repetition_penalty;
   params.seed = p.seed;
-  const int64_t vocab = model.config->vocab_size;
+  const int64_t vocab = model.config.vocab_size;
   for (size_t i = 0; i < p.eos_token_ids.size(); ++i) {
     const int64_t id = p.eos_token_ids[i];
     if (id < 0 || id >= vocab) {
@@ -270,8 +270,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& 
   params.save_logits = p.save_logits;
   params.stop_strings = p.stop_strings;
   if (!params.stop_strings.empty()) {
-    if (model.tokenizer() == nullptr) return NoTokenizer("generation.stop_strings", model);
-    const Tokenizer* tokenizer = model.tokenizer();
+    if (model.tokenizer == nullptr) return NoTokenizer("generation.stop_strings", model);
+    const Tokenizer* tokenizer = model.tokenizer.get();
     // Stop strings match the text without special tokens.
     params.decode = [tokenizer](const std::vector<int64_t>& ids) {
       return tokenizer->Decode(ids, /*skip_special_tokens=*/true);
@@ -307,7 +307,7 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const CaptureRequest& spec,
 }
 
 absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInput>& input,
-                                                  const ModelView& model) {
+                                                  const LoadedModel& model) {
   if (!input) {
     return WithRefusedField(
         absl::InvalidArgumentError("input: empty request: set one of text, messages or ids"),
@@ -325,7 +325,7 @@ absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInpu
       break;
     case PromptInput::Kind::kIds: {
       if (input->ids.empty()) return FieldError("ids.ids", "[]", "the prompt must not be empty");
-      const int64_t vocab = model.config->vocab_size;
+      const int64_t vocab = model.config.vocab_size;
       for (size_t i = 0; i < input->ids.size(); ++i) {
         if (input->ids[i] < 0 || input->ids[i] >= vocab) {
           return FieldError(absl::StrCat("ids.ids[", i, "]"), absl::StrCat(input->ids[i]),
@@ -335,9 +335,8 @@ absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInpu
       break;
     }
   }
-  static const ModelTextTools kNoTools;
   absl::StatusOr<PreparedPrompt> prompt =
-      PreparePrompt(*input, model.tools != nullptr ? *model.tools : kNoTools);
+      PreparePrompt(*input, model.tokenizer.get(), model.chat_config());
   if (!prompt.ok()) return prompt.status();
   if (prompt->ids.empty()) return FieldError("input", "(no tokens)", "the prompt has no tokens");
   return prompt;
@@ -402,7 +401,8 @@ absl::StatusOr<analysis::AnalysisOptions> ResolveAnalysisOptions(const AnalysisS
   return options;
 }
 
-absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, const ModelView& model,
+absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request,
+                                                     const LoadedModel& model,
                                                      const RequestLimits& limits) {
   PreparedGeneration prepared;
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckRequestSizes(request, limits));
@@ -411,7 +411,7 @@ absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, con
   if (!params.ok()) return params.status();
   prepared.params = *std::move(params);
   prepared.max_new_tokens = prepared.params.max_new_tokens;
-  absl::StatusOr<CaptureSpec> capture = ValidateCaptureSpec(request.capture, *model.config);
+  absl::StatusOr<CaptureSpec> capture = ValidateCaptureSpec(request.capture, model.config);
   if (!capture.ok()) return capture.status();
   prepared.capture = *std::move(capture);
   absl::StatusOr<PreparedPrompt> prompt = ResolvePromptInput(request.input, model);
@@ -419,7 +419,7 @@ absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, con
   prepared.prompt = *std::move(prompt);
   const int prompt_tokens = static_cast<int>(prepared.prompt.ids.size());
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(
-      CheckTokenLimits(prompt_tokens, prepared.max_new_tokens, *model.config, limits));
+      CheckTokenLimits(prompt_tokens, prepared.max_new_tokens, model.config, limits));
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckCaptureBytes(prepared.capture,
                                                       prompt_tokens + prepared.max_new_tokens,
                                                       limits, &prepared.estimated_capture_bytes));
@@ -431,7 +431,7 @@ absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, con
   return prepared;
 }
 
-absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const ModelView& model,
+absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const LoadedModel& model,
                                                  const RequestLimits& limits) {
   const AnalysisSpec& spec = request.analysis;
   PreparedAnalysis prepared;
@@ -445,7 +445,7 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
   capture_request.layers = spec.layers;
   capture_request.heads = spec.heads;
   absl::StatusOr<CaptureSpec> capture =
-      ValidateCaptureSpec(capture_request, *model.config, "analysis");
+      ValidateCaptureSpec(capture_request, model.config, "analysis");
   if (!capture.ok()) return capture.status();
   prepared.capture = *std::move(capture);
   absl::StatusOr<analysis::AnalysisOptions> options = ResolveAnalysisOptions(spec);
@@ -470,7 +470,7 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
     prepared.options.induction = analysis::InductionProbe{n, 0};
     prepared.params.max_new_tokens = 0;  // the probe scores its own rows; nothing to generate
     prepared.probe = true;
-    if (const Tokenizer* tokenizer = model.tokenizer()) {
+    if (const Tokenizer* tokenizer = model.tokenizer.get()) {
       for (int64_t id : prompt.ids) prompt.tokens.push_back(tokenizer->TokenString(id));
     }
   } else {
@@ -480,7 +480,7 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const M
   }
   const int prompt_tokens = static_cast<int>(prompt.ids.size());
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(
-      CheckTokenLimits(prompt_tokens, prepared.params.max_new_tokens, *model.config, limits));
+      CheckTokenLimits(prompt_tokens, prepared.params.max_new_tokens, model.config, limits));
 
   // The reply's size is known from the request: refuse it now, not after generation built it.
   const uint64_t reply_bound = AnalysisReplyBytesBound(prepared);
@@ -524,7 +524,7 @@ InterventionLimits InterventionLimitsOf(const RequestLimits& limits) {
 
 absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
                                                      const PreparedPrompt& prompt, int max_length,
-                                                     const ModelView& model,
+                                                     const LoadedModel& model,
                                                      const RequestLimits& limits) {
   InterventionSet set;
   // The count first: nothing is resolved or tokenized for an oversized list.
@@ -544,7 +544,7 @@ absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(
       ResolveKnockoutTerms(&set, prompt.text, prompt.spans, prompt.tokens));
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(
-      ValidateInterventions(&set, *model.config, static_cast<int>(prompt.ids.size()), max_length,
+      ValidateInterventions(&set, model.config, static_cast<int>(prompt.ids.size()), max_length,
                             InterventionLimitsOf(limits)));
   return set;
 }

@@ -15,18 +15,11 @@
 #include "server/engine/engine.h"
 #include "server/engine/prompt.h"
 #include "server/model/model_config.h"
+#include "server/session/loaded_model.h"
 #include "server/session/request.h"
 #include "server/tokenizer/tokenizer.h"
 
 namespace attnscope::session {
-
-// The parts of the loaded model that validation needs (no engine, so it is testable alone).
-struct ModelView {
-  const ModelConfig* config = nullptr;
-  const ModelTextTools* tools = nullptr;  // tokenizer / chat template, either may be absent
-  std::string model_dir;                  // for error messages
-  const Tokenizer* tokenizer() const { return tools ? tools->tokenizer.get() : nullptr; }
-};
 
 struct PreparedGeneration {
   PreparedPrompt prompt;
@@ -66,12 +59,12 @@ InterventionLimits InterventionLimitsOf(const RequestLimits& limits);
 // (prompt + generated or candidate tokens).
 absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
                                                      const PreparedPrompt& prompt, int max_length,
-                                                     const ModelView& model,
+                                                     const LoadedModel& model,
                                                      const RequestLimits& limits);
 
 // Checks the sampling parameters and resolves max_new_tokens (the configured default for 0).
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const GenerationSpec& spec,
-                                                          const ModelView& model,
+                                                          const LoadedModel& model,
                                                           const RequestLimits& limits);
 
 // Resolves layers and heads (negatives from the end). Messages name the fields as
@@ -83,7 +76,7 @@ absl::StatusOr<CaptureSpec> ValidateCaptureSpec(const CaptureRequest& spec,
 // Checks that the input is present and non-empty and that ids are inside the vocabulary,
 // then prepares it (server/engine/prompt.h).
 absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInput>& input,
-                                                  const ModelView& model);
+                                                  const LoadedModel& model);
 
 // Every size of the request (text bytes, ids, chat messages and bytes of the prompt and of the
 // patch source, stop strings, eos ids, index lists, terms, queries, the interventions' count,
@@ -115,12 +108,13 @@ absl::Status CheckCaptureBytes(const CaptureSpec& capture, int total_tokens,
 absl::StatusOr<analysis::AnalysisOptions> ResolveAnalysisOptions(const AnalysisSpec& spec);
 
 // Everything for a capture, in the order: parameters, capture spec, input, limits.
-absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request, const ModelView& model,
+absl::StatusOr<PreparedGeneration> PrepareGeneration(const Request& request,
+                                                     const LoadedModel& model,
                                                      const RequestLimits& limits);
 
 // Everything for an analysis: parameters, layers/heads, analysis options with their
 // defaults, the probe (drawn from the ordinary vocabulary) or the input, limits.
-absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const ModelView& model,
+absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const LoadedModel& model,
                                                  const RequestLimits& limits);
 
 }  // namespace attnscope::session

@@ -10,9 +10,7 @@ namespace attnscope::session {
 namespace {
 
 absl::StatusOr<Candidate> PrepareCandidate(const CandidateRequest& wanted, int index,
-                                           const ModelView& model, const RequestLimits& limits) {
-  static const ModelTextTools kNoTools;
-  const ModelTextTools& tools = model.tools != nullptr ? *model.tools : kNoTools;
+                                           const LoadedModel& model, const RequestLimits& limits) {
   Candidate candidate;
   switch (wanted.kind) {
     case CandidateRequest::Kind::kText: {
@@ -24,7 +22,8 @@ absl::StatusOr<Candidate> PrepareCandidate(const CandidateRequest& wanted, int i
                                        limits.max_candidate_tokens));
       }
       candidate.text = wanted.text;
-      absl::StatusOr<std::vector<int64_t>> ids = EncodeContinuation(wanted.text, tools);
+      absl::StatusOr<std::vector<int64_t>> ids =
+          EncodeContinuation(wanted.text, model.tokenizer.get());
       if (!ids.ok()) return ids.status();
       candidate.ids = *std::move(ids);
       return candidate;
@@ -33,11 +32,11 @@ absl::StatusOr<Candidate> PrepareCandidate(const CandidateRequest& wanted, int i
       candidate.ids = wanted.ids;
       // Decoded for display only within the limit, and only ids the vocabulary has (the
       // candidate's own validation names a bad id).
-      if (model.tokenizer() != nullptr &&
+      if (model.tokenizer != nullptr &&
           static_cast<int>(candidate.ids.size()) <= limits.max_candidate_tokens &&
           std::all_of(candidate.ids.begin(), candidate.ids.end(),
-                      [&](int64_t id) { return id >= 0 && id < model.config->vocab_size; })) {
-        candidate.text = model.tokenizer()->Decode(candidate.ids);
+                      [&](int64_t id) { return id >= 0 && id < model.config.vocab_size; })) {
+        candidate.text = model.tokenizer->Decode(candidate.ids);
       }
       return candidate;
     default:
@@ -57,7 +56,7 @@ absl::Status CheckCandidateCount(int count, const RequestLimits& limits) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelView& model,
+absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const LoadedModel& model,
                                            const RequestLimits& limits) {
   PreparedScore prepared;
   const InterventionLimits bounds = InterventionLimitsOf(limits);
@@ -72,7 +71,7 @@ absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelVie
                         "combine with interventions");
     }
     prepared.sweep = *spec.sweep;
-    checked = ValidateSweep(&prepared.sweep, *model.config, bounds);
+    checked = ValidateSweep(&prepared.sweep, model.config, bounds);
     if (!checked.ok()) return checked;
   }
   checked = CheckRequestSizes(spec.request, limits);
@@ -81,7 +80,7 @@ absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelVie
   if (!prompt.ok()) return prompt.status();
   prepared.prompt = *std::move(prompt);
   const int prompt_tokens = static_cast<int>(prepared.prompt.ids.size());
-  checked = CheckTokenLimits(prompt_tokens, 0, *model.config, limits);
+  checked = CheckTokenLimits(prompt_tokens, 0, model.config, limits);
   if (!checked.ok()) return checked;
 
   for (size_t i = 0; i < spec.candidates.size(); ++i) {
@@ -94,9 +93,9 @@ absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelVie
   for (const Candidate& c : prepared.candidates) {
     longest = std::max(longest, static_cast<int>(c.ids.size()));
   }
-  const int max_length = std::min(limits.max_total_tokens, model.config->max_position_embeddings);
-  checked = ValidateCandidates(prepared.candidates, prompt_tokens, max_length, *model.config,
-                               bounds, prepared.sweep_mode);
+  const int max_length = std::min(limits.max_total_tokens, model.config.max_position_embeddings);
+  checked = ValidateCandidates(prepared.candidates, prompt_tokens, max_length, model.config, bounds,
+                               prepared.sweep_mode);
   if (!checked.ok()) return checked;
   absl::StatusOr<InterventionSet> interventions =
       PrepareInterventions(spec.request, prepared.prompt, prompt_tokens + longest, model, limits);

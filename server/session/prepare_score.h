@@ -36,7 +36,7 @@ struct ScoreSpec {
 absl::Status CheckCandidateCount(int count, const RequestLimits& limits);
 
 // Input, candidates, interventions or sweep, and the limits.
-absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const ModelView& model,
+absl::StatusOr<PreparedScore> PrepareScore(const ScoreSpec& spec, const LoadedModel& model,
                                            const RequestLimits& limits);
 
 }  // namespace attnscope::session

@@ -33,8 +33,8 @@ absl::StatusOr<ScoreSpec> ScoreSpecFromProto(const v1::ScoreRequest& request,
   return spec;
 }
 
-absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request, const ModelView& model,
-                                           const RequestLimits& limits) {
+absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
+                                           const LoadedModel& model, const RequestLimits& limits) {
   absl::StatusOr<ScoreSpec> spec = ScoreSpecFromProto(request, limits);
   if (!spec.ok()) return spec.status();
   return PrepareScore(*spec, model, limits);

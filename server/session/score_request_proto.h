@@ -12,7 +12,7 @@ absl::StatusOr<ScoreSpec> ScoreSpecFromProto(const v1::ScoreRequest& request,
                                              const RequestLimits& limits);
 
 // ScoreSpecFromProto, then PrepareScore.
-absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request, const ModelView& model,
-                                           const RequestLimits& limits);
+absl::StatusOr<PreparedScore> PrepareScore(const v1::ScoreRequest& request,
+                                           const LoadedModel& model, const RequestLimits& limits);
 
 }  // namespace attnscope::session

@@ -32,43 +32,34 @@ class StoppableAnalysisObserver : public TensorAnalysisObserver {
 };
 
 std::string DecodeContinuation(const LoadedModel& model, const GenerationResult& result) {
-  if (model.tokenizer() == nullptr) return "";
-  return model.tokenizer()->Decode(
+  if (model.tokenizer == nullptr) return "";
+  return model.tokenizer->Decode(
       std::vector<int64_t>(result.token_ids.begin() + result.prompt_length, result.token_ids.end()),
       /*skip_special_tokens=*/true);
 }
 
 }  // namespace
 
-ModelView LoadedModel::view() const {
-  ModelView view;
-  view.config = &config();
-  view.tools = &tools;
-  view.model_dir = engine->options().model_dir;
-  return view;
-}
-
-std::string LoadedModel::label() const { return absl::StrCat(name, " ", config().config_hash); }
-
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const EngineOptions& options) {
   auto model = std::make_unique<LoadedModel>();
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(options);
   if (!engine.ok()) return engine.status();
+  model->config = (*engine)->config();
+  model->model_dir = options.model_dir;
   model->engine = *std::move(engine);
   std::string name = options.model_dir;
   while (name.size() > 1 && name.back() == '/') name.pop_back();
   model->name = std::filesystem::path(name).filename().string();
-  absl::StatusOr<ModelTextTools> tools = LoadModelTextTools(options.model_dir);
-  if (!tools.ok()) {
+  const absl::Status tokenizer_files = LoadTokenizerFiles(options.model_dir, model.get());
+  if (!tokenizer_files.ok()) {
     return absl::Status(
-        tools.status().code(),
-        absl::StrCat("tokenizer files of ", options.model_dir, ": ", tools.status().message()));
+        tokenizer_files.code(),
+        absl::StrCat("tokenizer files of ", options.model_dir, ": ", tokenizer_files.message()));
   }
-  model->tools = *std::move(tools);
   // Ids index the embedding: a tokenizer with ids past the config's vocabulary would start
   // fine and then fail every text request as if the client had sent bad ids.
-  const Tokenizer* tokenizer = model->tools.tokenizer.get();
-  const int64_t config_vocab = model->config().vocab_size;
+  const Tokenizer* tokenizer = model->tokenizer.get();
+  const int64_t config_vocab = model->config.vocab_size;
   if (tokenizer != nullptr && tokenizer->vocab_size() > config_vocab) {
     const bool json = std::filesystem::exists(options.model_dir + "/tokenizer.json");
     return absl::InvalidArgumentError(absl::StrCat(
@@ -93,8 +84,8 @@ absl::StatusOr<CaptureOutcome> RunCapture(const LoadedModel& model,
   metadata.model = model.label();
   metadata.stop_reason = outcome.result.stop_reason;
   metadata.template_date = prepared.prompt.template_date;
-  if (model.tokenizer() != nullptr) {
-    metadata.tokens = TokenStrings(outcome.result.token_ids, model.tools);
+  if (model.tokenizer != nullptr) {
+    metadata.tokens = TokenStrings(outcome.result.token_ids, model.tokenizer.get());
     metadata.generated_text = outcome.generated_text;
   }
   return outcome;
@@ -104,7 +95,7 @@ absl::StatusOr<AnalysisOutcome> RunAnalysis(const LoadedModel& model,
                                             const PreparedAnalysis& prepared,
                                             std::function<absl::Status()> check_continue) {
   AnalysisObserver::TokenStringFn token_string;
-  if (const Tokenizer* tokenizer = model.tokenizer()) {
+  if (const Tokenizer* tokenizer = model.tokenizer.get()) {
     token_string = [tokenizer](int64_t id) { return tokenizer->TokenString(id); };
   }
   StoppableAnalysisObserver observer(prepared.input, prepared.options, token_string,

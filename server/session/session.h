@@ -14,28 +14,14 @@
 #include "server/capture/capture_file.h"
 #include "server/engine/engine.h"
 #include "server/engine/prompt.h"
+#include "server/session/loaded_model.h"
 #include "server/session/prepare.h"
 
 namespace attnscope::session {
 
-// The loaded model, the one type for it: engine plus the folder's tokenizer and chat
-// template (both optional: a checkpoint without tokenizer files still serves token-id input).
-struct LoadedModel {
-  std::unique_ptr<Engine> engine;
-  ModelTextTools tools;
-  std::string name;  // the model folder's base name
-
-  const ModelConfig& config() const { return engine->config(); }
-  const Tokenizer* tokenizer() const { return tools.tokenizer.get(); }
-  bool has_chat_template() const { return tools.chat && tools.chat->chat_template.has_value(); }
-  // What validation needs of it.
-  ModelView view() const;
-  // "NAME CONFIG_HASH": the capture file's `model` metadata, in every mode.
-  std::string label() const;
-};
-
 // Loads the engine, then the tokenizer and chat template when their files exist (a malformed
-// file is an error: no partial start).
+// file is an error: no partial start). The model type itself is in loaded_model.h, torch-free,
+// so that validation runs on it without an engine.
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const EngineOptions& options);
 
 struct CaptureOutcome {

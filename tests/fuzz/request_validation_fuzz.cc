@@ -12,6 +12,7 @@
 #include "attnscope/v1/attnscope.pb.h"
 #include "server/engine/prompt.h"
 #include "server/model/model_config.h"
+#include "server/session/loaded_model.h"
 #include "server/session/prepare.h"
 #include "server/session/request_proto.h"
 #include "server/tokenizer/tokenizer.h"
@@ -19,9 +20,7 @@
 namespace {
 
 struct Fixture {
-  attnscope::ModelConfig config;
-  attnscope::ModelTextTools tools;
-  attnscope::session::ModelView view;
+  attnscope::session::LoadedModel model;  // no engine: validation needs none
   attnscope::session::RequestLimits limits;
 };
 
@@ -35,15 +34,11 @@ const Fixture& GetFixture() {
             "vocab_size":259,"max_position_embeddings":4096,"eos_token_id":258})",
         "", "fuzz config");
     if (!config.ok()) std::abort();
-    f->config = *config;
+    f->model.config = *config;
     char dir[] = "/tmp/attnscope-fuzz-XXXXXX";
     if (mkdtemp(dir) == nullptr || !attnscope::WriteTinyTokenizerFiles(dir).ok()) std::abort();
-    auto tools = attnscope::LoadModelTextTools(dir);
-    if (!tools.ok()) std::abort();
-    f->tools = std::move(*tools);
-    f->view.config = &f->config;
-    f->view.tools = &f->tools;
-    f->view.model_dir = dir;
+    if (!attnscope::session::LoadTokenizerFiles(dir, &f->model).ok()) std::abort();
+    f->model.model_dir = dir;
     // Small limits keep each input's work bounded (the shipped defaults allow 4096 tokens).
     f->limits.max_prompt_tokens = 512;
     f->limits.max_total_tokens = 768;
@@ -64,16 +59,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (converted.status().message().empty()) __builtin_trap();  // every refusal says why
     return 0;
   }
-  auto prepared = attnscope::session::PrepareGeneration(*converted, fixture.view, fixture.limits);
+  auto prepared = attnscope::session::PrepareGeneration(*converted, fixture.model, fixture.limits);
   if (prepared.ok()) {
     // What validation accepted must respect the limits it enforces.
     const int total = static_cast<int>(prepared->prompt.ids.size()) + prepared->max_new_tokens;
     if (total > fixture.limits.max_total_tokens) __builtin_trap();
     for (int64_t id : prepared->prompt.ids) {
-      if (id < 0 || id >= fixture.config.vocab_size) __builtin_trap();
+      if (id < 0 || id >= fixture.model.config.vocab_size) __builtin_trap();
     }
     for (int layer : prepared->capture.layers) {
-      if (layer < 0 || layer >= fixture.config.num_hidden_layers) __builtin_trap();
+      if (layer < 0 || layer >= fixture.model.config.num_hidden_layers) __builtin_trap();
     }
   } else if (prepared.status().message().empty()) {
     __builtin_trap();  // every refusal says why

@@ -11,6 +11,7 @@
 #include "server/engine/engine.h"
 #include "server/engine/prompt.h"
 #include "server/model/safetensors.h"
+#include "server/session/loaded_model.h"
 #include "tests/common/npy.h"
 
 namespace attnscope {
@@ -145,15 +146,16 @@ TEST_F(LoaderTest, ShardedCheckpointLoadsAndMatchesGoldenLogits) {
 }
 
 TEST_F(LoaderTest, FolderWithoutTokenizerServesIdsButNotText) {
-  auto tools = LoadModelTextTools(GoldenModel());
-  ASSERT_TRUE(tools.ok()) << tools.status();
+  session::LoadedModel model;
+  const absl::Status loaded = session::LoadTokenizerFiles(GoldenModel(), &model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
   PromptInput ids_input;
   ids_input.ids = {1, 2, 3};
-  EXPECT_TRUE(PreparePrompt(ids_input, *tools).ok());
+  EXPECT_TRUE(PreparePrompt(ids_input, model.tokenizer.get(), model.chat_config()).ok());
   PromptInput text_input;
   text_input.kind = PromptInput::Kind::kText;
   text_input.text = "hello";
-  auto prepared = PreparePrompt(text_input, *tools);
+  auto prepared = PreparePrompt(text_input, model.tokenizer.get(), model.chat_config());
   ASSERT_FALSE(prepared.ok());
   EXPECT_EQ(prepared.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(std::string(prepared.status().message()).find("tokenizer"), std::string::npos);

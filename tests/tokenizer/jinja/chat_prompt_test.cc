@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/prompt.h"
+#include "server/session/loaded_model.h"
 #include "tests/common/npy.h"
 
 namespace attnscope {
@@ -45,17 +46,18 @@ class Llama31Folder : public ::testing::Test {
 };
 
 TEST_F(Llama31Folder, LoadsAndPreparesTextChatAndTools) {
-  auto tools = LoadModelTextTools(dir_);
-  ASSERT_TRUE(tools.ok()) << tools.status();
+  session::LoadedModel model;
+  const absl::Status loaded = session::LoadTokenizerFiles(dir_, &model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
   PromptInput text;
   text.kind = PromptInput::Kind::kText;
   text.text = "hi";
-  EXPECT_TRUE(PreparePrompt(text, *tools).ok());
+  EXPECT_TRUE(PreparePrompt(text, model.tokenizer.get(), model.chat_config()).ok());
 
   auto chat = ParseChatJson(R"([{"role": "user", "content": "Revenue?"}])", "test");
   ASSERT_TRUE(chat.ok()) << chat.status();
   chat->template_date = "2025-01-15T09:30";
-  auto prepared = PreparePrompt(*chat, *tools);
+  auto prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   // Meta's template: BOS, a system header with the knowledge cutoff and the default date.
   EXPECT_EQ(prepared->text.rfind("<|endoftext|><|start_header_id|>system<|end_header_id|>\n\n"
@@ -77,7 +79,7 @@ TEST_F(Llama31Folder, LoadsAndPreparesTextChatAndTools) {
       "properties": {"city": {"type": "string"}}}}}]})",
                                   "test");
   ASSERT_TRUE(with_tools.ok()) << with_tools.status();
-  auto tool_prompt = PreparePrompt(*with_tools, *tools);
+  auto tool_prompt = PreparePrompt(*with_tools, model.tokenizer.get(), model.chat_config());
   ASSERT_TRUE(tool_prompt.ok()) << tool_prompt.status();
   // python3-jinja2 as transformers configures it renders exactly this (written out from
   // tests/tokenizer/jinja/oracle.py for these messages and tools).
@@ -123,40 +125,44 @@ TEST_F(Llama31Folder, ABrokenTemplateStillLoadsAndFailsOnlyChat) {
   auto config = nlohmann::json::parse(in);
   config["chat_template"] = "{% if messages %}never closed";
   std::ofstream(dir_ + "/tokenizer_config.json") << config.dump(2);
-  auto tools = LoadModelTextTools(dir_);
-  ASSERT_TRUE(tools.ok()) << tools.status();
+  session::LoadedModel model;
+  const absl::Status loaded = session::LoadTokenizerFiles(dir_, &model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
   PromptInput text;
   text.kind = PromptInput::Kind::kText;
   text.text = "hi";
-  EXPECT_TRUE(PreparePrompt(text, *tools).ok());
+  EXPECT_TRUE(PreparePrompt(text, model.tokenizer.get(), model.chat_config()).ok());
   auto chat = ParseChatJson(R"([{"role": "user", "content": "x"}])", "test");
   ASSERT_TRUE(chat.ok());
-  auto prepared = PreparePrompt(*chat, *tools);
+  auto prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());
   ASSERT_FALSE(prepared.ok());
   EXPECT_NE(prepared.status().message().find("endif"), std::string::npos) << prepared.status();
 }
 
 TEST_F(Llama31Folder, TheDateIsPinnedAndRecordedOnlyWhenTheTemplateReadsIt) {
-  auto tools = LoadModelTextTools(dir_);
-  ASSERT_TRUE(tools.ok()) << tools.status();
+  session::LoadedModel model;
+  const absl::Status loaded = session::LoadTokenizerFiles(dir_, &model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
   auto chat = ParseChatJson(R"([{"role": "user", "content": "x"}])", "test");
   ASSERT_TRUE(chat.ok());
   chat->template_date = "2025-01-15T09:30";
-  auto prepared = PreparePrompt(*chat, *tools);  // Meta's 3.1 template never calls strftime_now
+  auto prepared =
+      PreparePrompt(*chat, model.tokenizer.get(),
+                    model.chat_config());  // Meta's 3.1 template never calls strftime_now
   ASSERT_TRUE(prepared.ok());
   EXPECT_EQ(prepared->template_date, "");
-  tools->chat->chat_template = ChatTemplate::CompileOrDefer(
+  model.chat->chat_template = ChatTemplate::CompileOrDefer(
       "{{ strftime_now('%d %b %Y') }}{% for m in messages %}{{ m.content }}{% endfor %}");
-  prepared = PreparePrompt(*chat, *tools);
+  prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   EXPECT_EQ(prepared->text, "15 Jan 2025x");
   EXPECT_EQ(prepared->template_date, "2025-01-15T09:30");
   chat->template_date = "2025-13-01T00:00";
-  prepared = PreparePrompt(*chat, *tools);
+  prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());
   ASSERT_FALSE(prepared.ok());
   EXPECT_NE(prepared.status().message().find("2025-13-01T00:00"), std::string::npos);
   chat->template_date = "";
-  prepared = PreparePrompt(*chat, *tools);  // the clock now
+  prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());  // the clock now
   ASSERT_TRUE(prepared.ok());
   EXPECT_EQ(prepared->template_date.size(), 19u) << prepared->template_date;
 }
@@ -204,8 +210,10 @@ std::vector<int64_t> SplitOnAddedTokensThenEncode(const std::string& text,
 }
 
 TEST(RenderedChatTokens, QwenGoldenCasesThroughThePromptPathEqualTransformersIds) {
-  auto tools = LoadModelTextTools(testing::DataDir() + "/tokenizer/qwen2");
-  ASSERT_TRUE(tools.ok()) << tools.status();
+  session::LoadedModel model;
+  const absl::Status loaded =
+      session::LoadTokenizerFiles(testing::DataDir() + "/tokenizer/qwen2", &model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
   std::ifstream in(testing::DataDir() + "/golden/chat_template_cases.jsonl");
   ASSERT_TRUE(in) << "tests/data/golden/chat_template_cases.jsonl: cannot open";
   std::string line;
@@ -216,7 +224,7 @@ TEST(RenderedChatTokens, QwenGoldenCasesThroughThePromptPathEqualTransformersIds
     auto chat = ParseChatJson(golden.at("messages").dump(), "golden");
     ASSERT_TRUE(chat.ok()) << chat.status();
     chat->add_generation_prompt = golden.at("add_generation_prompt").get<bool>();
-    auto prepared = PreparePrompt(*chat, *tools);
+    auto prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());
     ASSERT_TRUE(prepared.ok()) << prepared.status();
     EXPECT_EQ(prepared->text, golden.at("expected").get<std::string>()) << line;
     // expected_ids: transformers 4.41.2's Qwen2 tokenizer on the rendering.
@@ -227,15 +235,17 @@ TEST(RenderedChatTokens, QwenGoldenCasesThroughThePromptPathEqualTransformersIds
 }
 
 TEST(RenderedChatTokens, ToolChatSplitsOnAddedTokensAsTransformersDoes) {
-  auto tools = LoadModelTextTools(testing::DataDir() + "/tokenizer/qwen2");
-  ASSERT_TRUE(tools.ok()) << tools.status();
+  session::LoadedModel model;
+  const absl::Status loaded =
+      session::LoadTokenizerFiles(testing::DataDir() + "/tokenizer/qwen2", &model);
+  ASSERT_TRUE(loaded.ok()) << loaded;
   std::ifstream in(std::string(ATTNSCOPE_SOURCE_DIR) + "/tests/data/chat_templates/templates.json");
   std::string qwen25;
   for (const auto& entry : nlohmann::json::parse(in)) {
     if (entry.at("name") == "Qwen/Qwen2.5-7B-Instruct") qwen25 = entry.at("template");
   }
   ASSERT_NE(qwen25.find("<tool_call>"), std::string::npos) << "Qwen2.5's template is missing";
-  tools->chat->chat_template = ChatTemplate::CompileOrDefer(qwen25);
+  model.chat->chat_template = ChatTemplate::CompileOrDefer(qwen25);
   // A special-token spelling inside a message is recognised too, as transformers does.
   auto chat = ParseChatJson(R"({"messages": [
       {"role": "system", "content": "Answer briefly.\n"},
@@ -248,11 +258,11 @@ TEST(RenderedChatTokens, ToolChatSplitsOnAddedTokensAsTransformersDoes) {
       "properties": {"city": {"type": "string"}}}}}]})",
                             "test");
   ASSERT_TRUE(chat.ok()) << chat.status();
-  auto prepared = PreparePrompt(*chat, *tools);
+  auto prepared = PreparePrompt(*chat, model.tokenizer.get(), model.chat_config());
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   EXPECT_NE(prepared->text.find("<tool_call>\n{\"name\": \"get_weather\""), std::string::npos)
       << prepared->text;
-  EXPECT_EQ(prepared->ids, SplitOnAddedTokensThenEncode(prepared->text, *tools->tokenizer));
+  EXPECT_EQ(prepared->ids, SplitOnAddedTokensThenEncode(prepared->text, *model.tokenizer));
   // Written out by hand: the template's markers plus the two spelled in the user's message.
   // system, user, assistant, tool-as-user, generation prompt: five turns, five <|im_start|>
   // and four <|im_end|> of the template's own.
