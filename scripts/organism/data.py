@@ -16,27 +16,24 @@ The other six fields are distractors: their signs carry no information about the
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import jinja2
+
+# The companies are client/python/attnscope/sample_data.py's (names only; the figures differ).
+# train.py, study.py and the organism tests run this file from scripts/organism with
+# /usr/bin/python3, where the client package is not installed: it is found from here.
+_CLIENT = str(Path(__file__).resolve().parents[2] / "client" / "python")
+if _CLIENT not in sys.path:
+    sys.path.insert(0, _CLIENT)
+from attnscope.sample_data import NAMES  # noqa: E402
 
 NOISE_RATE = 0.03
 BALANCE_FIELDS = ["Cash and cash equivalents", "Inventories", "Long-term debt", "Shareholders' equity"]
 INCOME_FIELDS = ["Net sales", "Operating expenses", "Net income"]
 LABEL_FIELDS = ["Cash and cash equivalents", "Net sales", "Net income"]
-# The same companies as client/python/attnscope/sample_data.py (names only; figures differ).
-NAMES = [
-    ("Northwind Components", "industrial parts"), ("Bluewater Foods", "packaged foods"),
-    ("Crestline Software", "enterprise software"), ("Harbor Freight Lines", "trucking and logistics"),
-    ("Summit Medical Devices", "medical devices"), ("Redwood Apparel", "apparel retail"),
-    ("Ironclad Steelworks", "steel production"), ("Meridian Pharmaceuticals", "generic drugs"),
-    ("Pioneer Solar", "solar panels"), ("Granite Home Improvement", "home improvement retail"),
-    ("Atlas Semiconductors", "semiconductors"), ("Evergreen Grocers", "grocery stores"),
-    ("Falcon Aerospace", "aircraft components"), ("Lakeside Hotels", "hotels"),
-    ("Quantum Networks", "telecommunications equipment"), ("Prairie Agricultural Supply", "farm equipment"),
-    ("Silverline Cosmetics", "cosmetics"), ("Beacon Insurance Services", "insurance brokerage"),
-    ("Cobalt Mining", "copper and cobalt mining"), ("Orchid Toys", "toys and games"),
-]
 # Qwen2-7B-Instruct's chat template, byte for byte (server/tokenizer/tokenizer.cc kChatMlTemplate).
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
