@@ -15,6 +15,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Generate and Forward check interventions again for their structure (layers, heads,
+// positions); the caller has applied the server's count limits already.
+constexpr InterventionLimits kRecheckLimits{1 << 20, 1, 1, 1};
+
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -182,6 +186,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   }
 }
 
+absl::StatusOr<std::vector<LayerEdits>> Engine::PlanRequestInterventions(
+    const InterventionSet* interventions, int prompt_length, int max_length,
+    const InterventionLimits& limits) {
+  InterventionSet resolved;
+  if (interventions != nullptr) resolved = *interventions;
+  if (auto status = ValidateInterventions(&resolved, config_, prompt_length, max_length, limits);
+      !status.ok()) {
+    return status;
+  }
+  if (resolved.empty()) return std::vector<LayerEdits>();
+  return PlanInterventions(*runner_->model, resolved, prompt_length);
+}
+
 absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& ids,
                                                    const CaptureSpec& capture,
                                                    GenerationObserver* observer,
@@ -190,23 +207,11 @@ absl::StatusOr<std::vector<float>> Engine::Forward(const std::vector<int64_t>& i
   if (observer == nullptr) observer = &default_observer;
   if (auto status = ValidateCapture(capture, config_); !status.ok()) return status;
   const int length = static_cast<int>(ids.size());
-  InterventionSet resolved;
-  if (interventions != nullptr) {
-    resolved = *interventions;
-    if (auto status = ValidateInterventions(&resolved, config_, length, length,
-                                            InterventionLimits{1 << 20, 1, 1, 1});
-        !status.ok()) {
-      return status;
-    }
-  }
   try {
+    auto planned = PlanRequestInterventions(interventions, length, length, kRecheckLimits);
+    if (!planned.ok()) return planned.status();
+    std::vector<LayerEdits> edits = *std::move(planned);
     Transformer& model = *runner_->model;
-    std::vector<LayerEdits> edits;
-    if (!resolved.empty()) {
-      auto planned = PlanInterventions(model, resolved, length);
-      if (!planned.ok()) return planned.status();
-      edits = *std::move(planned);
-    }
     KVCache cache = model.NewCache(length);
     CaptureRouter router(capture, config_.num_hidden_layers, config_.num_attention_heads, length,
                          observer, model.device());
@@ -254,25 +259,12 @@ absl::StatusOr<GenerationResult> Engine::Generate(const std::vector<int64_t>& pr
   const std::vector<int64_t>& eos_ids =
       params.eos_token_ids.empty() ? config_.eos_token_ids : params.eos_token_ids;
   const int prompt_length = static_cast<int>(prompt_ids.size());
-  InterventionSet resolved;
-  if (interventions != nullptr) {
-    resolved = *interventions;
-    if (auto status =
-            ValidateInterventions(&resolved, config_, prompt_length, static_cast<int>(capacity),
-                                  InterventionLimits{1 << 20, 1, 1, 1});
-        !status.ok()) {
-      return status;
-    }
-  }
-
   try {
+    auto planned = PlanRequestInterventions(interventions, prompt_length,
+                                            static_cast<int>(capacity), kRecheckLimits);
+    if (!planned.ok()) return planned.status();
+    std::vector<LayerEdits> edits = *std::move(planned);
     Transformer& model = *runner_->model;
-    std::vector<LayerEdits> edits;
-    if (!resolved.empty()) {
-      auto planned = PlanInterventions(model, resolved, prompt_length);
-      if (!planned.ok()) return planned.status();
-      edits = *std::move(planned);
-    }
     GenerationResult result;
     result.prompt_length = prompt_length;
     result.token_ids = prompt_ids;

@@ -108,6 +108,7 @@ inline int64_t SequencePositions(int64_t prompt_tokens, int64_t max_new_tokens) 
 }
 
 class ModelRunner;  // defined in engine.cc; holds libtorch state
+struct LayerEdits;  // server/model/transformer.h (libtorch)
 
 class Engine {
  public:
@@ -158,6 +159,12 @@ class Engine {
 
  private:
   Engine(EngineOptions options, ModelConfig config, std::unique_ptr<ModelRunner> runner);
+  // Forward, Generate and Score: a copy of `interventions` (null: none) validated for a
+  // sequence of `prompt_length` tokens and at most `max_length` in all, planned into per-layer
+  // edits (empty when there are none). May throw from libtorch: callers run it in their try.
+  absl::StatusOr<std::vector<LayerEdits>> PlanRequestInterventions(
+      const InterventionSet* interventions, int prompt_length, int max_length,
+      const InterventionLimits& limits);
   EngineOptions options_;
   ModelConfig config_;
   std::unique_ptr<ModelRunner> runner_;

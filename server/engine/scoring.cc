@@ -161,25 +161,16 @@ absl::StatusOr<ScoreResult> Engine::Score(const std::vector<int64_t>& prompt_ids
       !status.ok()) {
     return status;
   }
-  InterventionSet resolved;
-  if (interventions != nullptr) resolved = *interventions;
   int longest = 0;
   for (const Candidate& candidate : candidates) {
     longest = std::max(longest, static_cast<int>(candidate.ids.size()));
   }
-  if (auto status =
-          ValidateInterventions(&resolved, config_, prompt_length, prompt_length + longest, limits);
-      !status.ok()) {
-    return status;
-  }
   try {
+    auto planned =
+        PlanRequestInterventions(interventions, prompt_length, prompt_length + longest, limits);
+    if (!planned.ok()) return planned.status();
+    std::vector<LayerEdits> edits = *std::move(planned);
     Transformer& model = *runner_->model;
-    std::vector<LayerEdits> edits;
-    if (!resolved.empty()) {
-      auto planned = PlanInterventions(model, resolved, prompt_length);
-      if (!planned.ok()) return planned.status();
-      edits = *std::move(planned);
-    }
     PackedCandidates packed = Pack(prompt_ids, candidates);
     ForwardOptions options;
     options.edits = edits.empty() ? nullptr : &edits;
