@@ -72,6 +72,16 @@ absl::Status PromptTokensOverLimit(uint64_t tokens, const RequestLimits& limits,
       prefix.empty() ? "input" : prefix.substr(0, prefix.size() - 1));
 }
 
+// prompt + max_new_tokens = `sum` over the limit `limit_name` = `limit`; max_new_tokens is the
+// field to lower (the prompt's own size has its own check).
+absl::Status TokenSumOverLimit(int prompt_tokens, int max_new_tokens, int64_t sum,
+                               const char* limit_name, int64_t limit) {
+  return WithRefusedField(FieldError("prompt tokens + generation.max_new_tokens",
+                                     absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", sum),
+                                     absl::StrCat("exceeds ", limit_name, " = ", limit)),
+                          "generation.max_new_tokens");
+}
+
 absl::Status CheckInputSize(const PromptInput& input, const std::string& prefix,
                             const RequestLimits& limits) {
   const uint64_t max_bytes = limits.max_prompt_bytes();
@@ -347,22 +357,14 @@ absl::Status CheckTokenLimits(int prompt_tokens, int max_new_tokens, const Model
   if (prompt_tokens > limits.max_prompt_tokens) return PromptTokensOverLimit(prompt_tokens, limits);
   const int64_t total = static_cast<int64_t>(prompt_tokens) + max_new_tokens;
   if (total > limits.max_total_tokens) {
-    return WithRefusedField(
-        FieldError("prompt tokens + generation.max_new_tokens",
-                   absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", total),
-                   absl::StrCat("exceeds the server limit limits.max_total_tokens = ",
-                                limits.max_total_tokens)),
-        "generation.max_new_tokens");
+    return TokenSumOverLimit(prompt_tokens, max_new_tokens, total,
+                             "the server limit limits.max_total_tokens", limits.max_total_tokens);
   }
   // The engine's own formula (what its KV cache holds), so that admitted means runnable.
   const int64_t positions = SequencePositions(prompt_tokens, max_new_tokens);
   if (config.max_position_embeddings > 0 && positions > config.max_position_embeddings) {
-    return WithRefusedField(
-        FieldError("prompt tokens + generation.max_new_tokens",
-                   absl::StrCat(prompt_tokens, " + ", max_new_tokens, " = ", positions),
-                   absl::StrCat("exceeds the model's max_position_embeddings = ",
-                                config.max_position_embeddings)),
-        "generation.max_new_tokens");
+    return TokenSumOverLimit(prompt_tokens, max_new_tokens, positions,
+                             "the model's max_position_embeddings", config.max_position_embeddings);
   }
   return absl::OkStatus();
 }

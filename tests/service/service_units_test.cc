@@ -19,6 +19,8 @@
 #include "server/service/in_flight.h"
 #include "server/service/response_stream.h"
 #include "server/service/server_config.h"
+#include "server/session/prepare.h"
+#include "server/status/field_error.h"
 
 namespace attnscope::service {
 namespace {
@@ -137,6 +139,35 @@ TEST(ServerConfigTest, OutOfRangeValueNamesKeyValueAndLimit) {
 
 TEST(ServerConfigTest, WrongTypeIsAnError) {
   EXPECT_FALSE(ParseServerConfig("queue_length: many\n", "test.yaml").ok());
+}
+
+// Both sums of prompt and max_new_tokens (the server's limit, then the model's positions)
+// refuse generation.max_new_tokens, naming the sum and the limit; the prompt alone over its
+// limit refuses the input.
+TEST(TokenLimitsTest, EachLimitNamesTheSumAndRefusesMaxNewTokens) {
+  session::RequestLimits limits;
+  limits.max_prompt_tokens = 50;
+  limits.max_total_tokens = 100;
+  ModelConfig config;
+  config.max_position_embeddings = 80;
+  EXPECT_TRUE(session::CheckTokenLimits(30, 50, config, limits).ok());
+  const auto expect_refused = [](const absl::Status& status, const std::string& message,
+                                 const std::string& field) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(status.message(), message);
+    EXPECT_EQ(RefusedField(status), field);
+  };
+  expect_refused(session::CheckTokenLimits(30, 71, ModelConfig(), limits),
+                 "prompt tokens + generation.max_new_tokens = 30 + 71 = 101: exceeds the server "
+                 "limit limits.max_total_tokens = 100",
+                 "generation.max_new_tokens");
+  expect_refused(session::CheckTokenLimits(30, 51, config, limits),
+                 "prompt tokens + generation.max_new_tokens = 30 + 51 = 81: exceeds the model's "
+                 "max_position_embeddings = 80",
+                 "generation.max_new_tokens");
+  expect_refused(session::CheckTokenLimits(51, 0, config, limits),
+                 "prompt tokens = 51: exceeds the server limit limits.max_prompt_tokens = 50",
+                 "input");
 }
 
 TEST(ApiKeysTest, ConstantTimeEqualsCompares) {
