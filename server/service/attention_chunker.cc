@@ -1,10 +1,9 @@
 #include "server/service/attention_chunker.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/capture/crc32.h"
 
 namespace attnscope::service {
 
@@ -151,8 +150,7 @@ absl::Status AttentionChunker::SendSplitByHeads(int layer, int row, int key_leng
 absl::Status AttentionChunker::Send(v1::AttentionChunk&& chunk) {
   chunk.set_sequence_number(next_sequence_++);
   bytes_sent_ += chunk.data().size();
-  crc32_ = static_cast<uint32_t>(
-      crc32_z(crc32_, reinterpret_cast<const Bytef*>(chunk.data().data()), chunk.data().size()));
+  crc32_ = Crc32(crc32_, chunk.data().data(), chunk.data().size());
   return emit_(std::move(chunk));
 }
 

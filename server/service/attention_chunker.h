@@ -36,7 +36,7 @@ class AttentionChunker {
 
   uint64_t chunks_sent() const { return next_sequence_; }
   uint64_t bytes_sent() const { return bytes_sent_; }
-  // zlib CRC-32 of all chunks' data in sequence order (Final.data_crc32).
+  // CRC-32 (zlib's) of all chunks' data in sequence order (Final.data_crc32).
   uint32_t data_crc32() const { return crc32_; }
 
  private:

@@ -1,7 +1,6 @@
 #include "client/cpp/remote/remote_client.h"
 
 #include <grpcpp/grpcpp.h>
-#include <zlib.h>
 
 #include <chrono>
 #include <cstdio>
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "attnscope/v1/attnscope.grpc.pb.h"
+#include "server/capture/crc32.h"
 #include "server/session/request_proto.h"
 
 namespace attnscope::remote {
@@ -141,8 +141,7 @@ absl::Status CaptureStreamReceiver::AddChunk(const v1::AttentionChunk& chunk) {
                                " bytes; its heads/rows/keys say ", expected_bytes));
   }
   bytes_ += chunk.data().size();
-  crc32_ = static_cast<uint32_t>(
-      crc32_z(crc32_, reinterpret_cast<const Bytef*>(chunk.data().data()), chunk.data().size()));
+  crc32_ = Crc32(crc32_, chunk.data().data(), chunk.data().size());
 
   const bool all_heads = chunk.heads_size() == static_cast<int>(spec.heads.size()) &&
                          std::equal(chunk.heads().begin(), chunk.heads().end(), spec.heads.begin());
