@@ -24,8 +24,10 @@ namespace attnscope::service {
 struct Admission {
   std::string request_id;
   std::string key_name;  // "anonymous" without API keys
-  KeyLease lease;
+  // Declared before the lease so that it is destroyed after it: once in_flight() reads 0, every
+  // key slot is free again (a client that waits for an idle server may send at once).
   std::unique_ptr<InFlightToken> in_flight;
+  KeyLease lease;
   std::chrono::steady_clock::time_point arrival;
 };
 
