@@ -1,21 +1,21 @@
 #include "server/session/intervention_wire.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/session/wire_enum.h"
 #include "server/status/field_error.h"
 
 namespace attnscope {
 namespace {
 
+constexpr std::pair<AblationMode, v1::AblationMode> kWireModes[] = {
+    {AblationMode::kZero, v1::ABLATION_ZERO}, {AblationMode::kMean, v1::ABLATION_MEAN}};
+constexpr std::pair<KnockoutRows, v1::KnockoutRows> kWireKnockoutRows[] = {
+    {KnockoutRows::kAll, v1::KNOCKOUT_ROWS_ALL},
+    {KnockoutRows::kGenerated, v1::KNOCKOUT_ROWS_GENERATED},
+    {KnockoutRows::kRange, v1::KNOCKOUT_ROWS_RANGE}};
+
 absl::StatusOr<AblationMode> ModeFromWire(v1::AblationMode mode, const std::string& field) {
-  switch (mode) {
-    case v1::ABLATION_ZERO:
-      return AblationMode::kZero;
-    case v1::ABLATION_MEAN:
-      return AblationMode::kMean;
-    default:
-      return FieldError(field, absl::StrCat(static_cast<int>(mode)),
-                        "unknown mode; must be ABLATION_ZERO (0) or ABLATION_MEAN (1)");
-  }
+  return session::FromWireEnum(kWireModes, mode, field, "mode");
 }
 
 }  // namespace
@@ -41,22 +41,13 @@ absl::StatusOr<std::vector<Intervention>> InterventionsFromWire(const v1::Interv
         item.kind = Intervention::Kind::kKnockout;
         item.layer = k.layer();
         item.heads.assign(k.heads().begin(), k.heads().end());
-        switch (k.rows()) {
-          case v1::KNOCKOUT_ROWS_ALL:
-            item.rows = KnockoutRows::kAll;
-            break;
-          case v1::KNOCKOUT_ROWS_GENERATED:
-            item.rows = KnockoutRows::kGenerated;
-            break;
-          case v1::KNOCKOUT_ROWS_RANGE:
-            item.rows = KnockoutRows::kRange;
-            item.row_begin = k.row_begin();
-            item.row_end = k.row_end();
-            break;
-          default:
-            return FieldError(at + ".rows", absl::StrCat(static_cast<int>(k.rows())),
-                              "unknown row selection; must be KNOCKOUT_ROWS_ALL (0), "
-                              "KNOCKOUT_ROWS_GENERATED (1) or KNOCKOUT_ROWS_RANGE (2)");
+        absl::StatusOr<KnockoutRows> rows =
+            session::FromWireEnum(kWireKnockoutRows, k.rows(), at + ".rows", "row selection");
+        if (!rows.ok()) return rows.status();
+        item.rows = *rows;
+        if (item.rows == KnockoutRows::kRange) {
+          item.row_begin = k.row_begin();
+          item.row_end = k.row_end();
         }
         item.key_positions.assign(k.key_positions().begin(), k.key_positions().end());
         item.key_terms.assign(k.key_terms().begin(), k.key_terms().end());
@@ -85,16 +76,14 @@ void InterventionsToWire(const std::vector<Intervention>& items,
         v1::HeadAblation* a = w->mutable_ablate();
         a->set_layer(item.layer);
         for (int h : item.heads) a->add_heads(h);
-        a->set_mode(item.mode == AblationMode::kMean ? v1::ABLATION_MEAN : v1::ABLATION_ZERO);
+        a->set_mode(session::ToWireEnum(kWireModes, item.mode));
         break;
       }
       case Intervention::Kind::kKnockout: {
         v1::AttentionKnockout* k = w->mutable_knockout();
         k->set_layer(item.layer);
         for (int h : item.heads) k->add_heads(h);
-        k->set_rows(item.rows == KnockoutRows::kAll         ? v1::KNOCKOUT_ROWS_ALL
-                    : item.rows == KnockoutRows::kGenerated ? v1::KNOCKOUT_ROWS_GENERATED
-                                                            : v1::KNOCKOUT_ROWS_RANGE);
+        k->set_rows(session::ToWireEnum(kWireKnockoutRows, item.rows));
         k->set_row_begin(item.row_begin);
         k->set_row_end(item.row_end);
         for (int p : item.key_positions) k->add_key_positions(p);
@@ -126,7 +115,7 @@ v1::Sweep SweepToWire(const SweepSpec& sweep) {
   v1::Sweep wire;
   for (int l : sweep.layers) wire.add_layers(l);
   for (int h : sweep.heads) wire.add_heads(h);
-  wire.set_mode(sweep.mode == AblationMode::kMean ? v1::ABLATION_MEAN : v1::ABLATION_ZERO);
+  wire.set_mode(session::ToWireEnum(kWireModes, sweep.mode));
   return wire;
 }
 

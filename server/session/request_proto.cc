@@ -2,10 +2,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/session/intervention_wire.h"
+#include "server/session/wire_enum.h"
 #include "server/status/field_error.h"
 
 namespace attnscope::session {
 namespace {
+
+// The first entry of each is what ToWireEnum falls back to.
+constexpr std::pair<DType, v1::DType> kWireDTypes[] = {{DType::kFloat32, v1::DTYPE_FLOAT32},
+                                                       {DType::kFloat16, v1::DTYPE_FLOAT16},
+                                                       {DType::kBFloat16, v1::DTYPE_BFLOAT16}};
+constexpr std::pair<CaptureRows, v1::RowSelection> kWireRows[] = {
+    {CaptureRows::kAll, v1::ROWS_ALL},
+    {CaptureRows::kPromptOnly, v1::ROWS_PROMPT_ONLY},
+    {CaptureRows::kGeneratedOnly, v1::ROWS_GENERATED_ONLY}};
 
 template <typename Proto>
 void InputToProto(const PromptInput& input, Proto* proto);
@@ -125,59 +135,17 @@ absl::Status InterventionsFromProto(const v1::Interventions& in, Request* reques
 
 }  // namespace
 
-v1::DType ToWireDType(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat16:
-      return v1::DTYPE_FLOAT16;
-    case DType::kBFloat16:
-      return v1::DTYPE_BFLOAT16;
-    case DType::kFloat32:
-      break;
-  }
-  return v1::DTYPE_FLOAT32;
-}
+v1::DType ToWireDType(DType dtype) { return ToWireEnum(kWireDTypes, dtype); }
 
-v1::RowSelection ToWireRows(CaptureRows rows) {
-  switch (rows) {
-    case CaptureRows::kPromptOnly:
-      return v1::ROWS_PROMPT_ONLY;
-    case CaptureRows::kGeneratedOnly:
-      return v1::ROWS_GENERATED_ONLY;
-    case CaptureRows::kAll:
-      break;
-  }
-  return v1::ROWS_ALL;
-}
+v1::RowSelection ToWireRows(CaptureRows rows) { return ToWireEnum(kWireRows, rows); }
 
 absl::StatusOr<DType> FromWireDType(int dtype, const std::string& field) {
-  switch (dtype) {
-    case v1::DTYPE_UNSPECIFIED:
-    case v1::DTYPE_FLOAT32:
-      return DType::kFloat32;
-    case v1::DTYPE_FLOAT16:
-      return DType::kFloat16;
-    case v1::DTYPE_BFLOAT16:
-      return DType::kBFloat16;
-    default:
-      return FieldError(field, absl::StrCat(dtype),
-                        "unknown dtype; must be DTYPE_FLOAT32 (1), DTYPE_FLOAT16 (2) or "
-                        "DTYPE_BFLOAT16 (3)");
-  }
+  if (dtype == v1::DTYPE_UNSPECIFIED) return DType::kFloat32;
+  return FromWireEnum(kWireDTypes, dtype, field, "dtype");
 }
 
 absl::StatusOr<CaptureRows> FromWireRows(int rows, const std::string& field) {
-  switch (rows) {
-    case v1::ROWS_ALL:
-      return CaptureRows::kAll;
-    case v1::ROWS_PROMPT_ONLY:
-      return CaptureRows::kPromptOnly;
-    case v1::ROWS_GENERATED_ONLY:
-      return CaptureRows::kGeneratedOnly;
-    default:
-      return FieldError(field, absl::StrCat(rows),
-                        "unknown row selection; must be ROWS_ALL (0), ROWS_PROMPT_ONLY (1) or "
-                        "ROWS_GENERATED_ONLY (2)");
-  }
+  return FromWireEnum(kWireRows, rows, field, "row selection");
 }
 
 v1::GenerateRequest ToGenerateRequest(const Request& request) {

@@ -19,7 +19,9 @@
 #include "server/service/in_flight.h"
 #include "server/service/response_stream.h"
 #include "server/service/server_config.h"
+#include "server/session/intervention_wire.h"
 #include "server/session/prepare.h"
+#include "server/session/request_proto.h"
 #include "server/status/field_error.h"
 
 namespace attnscope::service {
@@ -168,6 +170,66 @@ TEST(TokenLimitsTest, EachLimitNamesTheSumAndRefusesMaxNewTokens) {
   expect_refused(session::CheckTokenLimits(51, 0, config, limits),
                  "prompt tokens = 51: exceeds the server limit limits.max_prompt_tokens = 50",
                  "input");
+}
+
+// The engine enums against the proto's numbers, written out here by hand, in both
+// directions; an unknown number is refused naming the field, the value and every accepted
+// value.
+TEST(WireEnumTest, EachValueMapsBothWaysAndAnUnknownNumberListsTheAcceptedOnes) {
+  const std::pair<DType, int> dtypes[] = {
+      {DType::kFloat32, 1}, {DType::kFloat16, 2}, {DType::kBFloat16, 3}};
+  for (const auto& [dtype, number] : dtypes) {
+    EXPECT_EQ(session::ToWireDType(dtype), number);
+    EXPECT_EQ(*session::FromWireDType(number, "capture.dtype"), dtype);
+  }
+  EXPECT_EQ(*session::FromWireDType(0, "capture.dtype"), DType::kFloat32);  // unspecified
+  const std::pair<CaptureRows, int> rows[] = {
+      {CaptureRows::kAll, 0}, {CaptureRows::kPromptOnly, 1}, {CaptureRows::kGeneratedOnly, 2}};
+  for (const auto& [selection, number] : rows) {
+    EXPECT_EQ(session::ToWireRows(selection), number);
+    EXPECT_EQ(*session::FromWireRows(number, "capture.rows"), selection);
+  }
+  EXPECT_EQ(session::FromWireDType(9, "capture.dtype").status().message(),
+            "capture.dtype = 9: unknown dtype; must be DTYPE_FLOAT32 (1), DTYPE_FLOAT16 (2) or "
+            "DTYPE_BFLOAT16 (3)");
+  EXPECT_EQ(RefusedField(session::FromWireRows(7, "capture.rows").status()), "capture.rows");
+  EXPECT_EQ(session::FromWireRows(7, "capture.rows").status().message(),
+            "capture.rows = 7: unknown row selection; must be ROWS_ALL (0), ROWS_PROMPT_ONLY (1) "
+            "or ROWS_GENERATED_ONLY (2)");
+
+  v1::Interventions wire;
+  v1::HeadAblation* ablate = wire.add_items()->mutable_ablate();
+  ablate->set_mode(static_cast<v1::AblationMode>(1));  // ABLATION_MEAN
+  v1::AttentionKnockout* knockout = wire.add_items()->mutable_knockout();
+  knockout->set_rows(static_cast<v1::KnockoutRows>(2));  // KNOCKOUT_ROWS_RANGE
+  knockout->set_row_begin(3);
+  knockout->set_row_end(5);
+  v1::AttentionKnockout* generated = wire.add_items()->mutable_knockout();
+  generated->set_rows(static_cast<v1::KnockoutRows>(1));  // KNOCKOUT_ROWS_GENERATED
+  generated->set_row_begin(3);                            // ignored outside a range
+  absl::StatusOr<std::vector<Intervention>> items = InterventionsFromWire(wire);
+  ASSERT_TRUE(items.ok()) << items.status();
+  EXPECT_EQ((*items)[0].mode, AblationMode::kMean);
+  EXPECT_EQ((*items)[1].rows, KnockoutRows::kRange);
+  EXPECT_EQ((*items)[1].row_begin, 3);
+  EXPECT_EQ((*items)[1].row_end, 5);
+  EXPECT_EQ((*items)[2].rows, KnockoutRows::kGenerated);
+  EXPECT_EQ((*items)[2].row_begin, 0);
+  google::protobuf::RepeatedPtrField<v1::Intervention> back;
+  InterventionsToWire(*items, &back);
+  EXPECT_EQ(static_cast<int>(back[0].ablate().mode()), 1);
+  EXPECT_EQ(static_cast<int>(back[1].knockout().rows()), 2);
+  EXPECT_EQ(static_cast<int>(back[2].knockout().rows()), 1);
+
+  ablate->set_mode(static_cast<v1::AblationMode>(5));
+  EXPECT_EQ(InterventionsFromWire(wire).status().message(),
+            "interventions[0].mode = 5: unknown mode; must be ABLATION_ZERO (0) or "
+            "ABLATION_MEAN (1)");
+  ablate->set_mode(static_cast<v1::AblationMode>(0));
+  knockout->set_rows(static_cast<v1::KnockoutRows>(4));
+  EXPECT_EQ(InterventionsFromWire(wire).status().message(),
+            "interventions[1].rows = 4: unknown row selection; must be KNOCKOUT_ROWS_ALL (0), "
+            "KNOCKOUT_ROWS_GENERATED (1) or KNOCKOUT_ROWS_RANGE (2)");
 }
 
 TEST(ApiKeysTest, ConstantTimeEqualsCompares) {
