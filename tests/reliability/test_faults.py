@@ -160,11 +160,17 @@ def test_sigterm_under_load_drains_and_exits_zero(start_server, tmp_path):
 
     term_sent = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    for client in queued:
-        client.join(ceiling)
-    # Draining (or gone): a new request is refused.
+    # The drain has begun once the queued requests still waiting are refused (at least two of
+    # the three: only S's engine thread came free). A new request sent then, inside the grace,
+    # is refused at once. (Joining all three first waited for the one that ran, to the grace's
+    # end, so the late request raced the exit: refused, connection refused, or CANCELLED.)
+    begun_by = time.monotonic() + ceiling
+    while sum(c.ended_at is not None for c in queued) < 2 and time.monotonic() < begun_by:
+        time.sleep(0.01)
     late = StreamClient(server.address, short_request)
     late.start()
+    for client in queued:
+        client.join(ceiling)
     exit_code = server.process.wait(timeout=ceiling)
     exited_after = time.monotonic() - term_sent
     for client in [long_client, short_client, late, *queued]:
@@ -197,7 +203,8 @@ def test_sigterm_under_load_drains_and_exits_zero(start_server, tmp_path):
     for client in waited:
         assert client.ended_at < long_client.ended_at, \
             f"a queued request waited for the grace: {outcome(client)} vs L {outcome(long_client)}"
-    assert late.code == "UNAVAILABLE", outcome(late)
+    assert late.code == "UNAVAILABLE" and "draining" in late.message, outcome(late)
+    assert late.ended_at < long_client.ended_at, f"the late request waited for the grace: {outcome(late)}"
     # Like L, the CLI's capture ran past the grace; nothing half-written under its output name.
     assert cli.returncode != 0 and "drain_grace_seconds" in cli_err, cli_err[-500:]
     assert not out_file.exists(), "the CLI left a file under the output name after failing"
