@@ -24,23 +24,40 @@ absl::StatusOr<int> ResolveLayer(int layer, int count, const std::string& field)
   return static_cast<int>(value);
 }
 
-// ResolveIndices reports OUT_OF_RANGE; a bad index in a request is a bad argument.
+// ResolveIndices reports OUT_OF_RANGE; a bad index in a request is a bad argument. The
+// message names `field`; the refused field is the bad entry of `path` ("...heads[1]").
 absl::StatusOr<std::vector<int>> ResolveHeads(const std::vector<int>& heads, int count,
-                                              const std::string& field) {
+                                              const std::string& field, const std::string& path) {
   absl::StatusOr<std::vector<int>> resolved = ResolveIndices(heads, count, field);
   if (!resolved.ok()) {
-    return WithRefusedField(absl::InvalidArgumentError(resolved.status().message()), field);
+    size_t bad = 0;
+    while (bad + 1 < heads.size() && heads[bad] >= -count && heads[bad] < count) ++bad;
+    return WithRefusedField(absl::InvalidArgumentError(resolved.status().message()),
+                            absl::StrCat(path, "[", bad, "]"));
   }
   return resolved;
 }
 
+// The .proto's name of an intervention's oneof member.
+const char* KindField(Intervention::Kind kind) {
+  switch (kind) {
+    case Intervention::Kind::kKnockout:
+      return "knockout";
+    case Intervention::Kind::kPatch:
+      return "patch";
+    default:
+      return "ablate";
+  }
+}
+
 absl::Status CheckPositions(std::vector<int>* positions, int end, const std::string& field,
-                            const std::string& what) {
+                            const std::string& path, const std::string& what) {
   for (size_t j = 0; j < positions->size(); ++j) {
     const int p = (*positions)[j];
     if (p < 0 || p >= end) {
-      return FieldError(absl::StrCat(field, "[", j, "]"), absl::StrCat(p),
-                        absl::StrCat("must be in [0, ", end, ") (", what, ")"));
+      return WithRefusedField(FieldError(absl::StrCat(field, "[", j, "]"), absl::StrCat(p),
+                                         absl::StrCat("must be in [0, ", end, ") (", what, ")")),
+                              absl::StrCat(path, "[", j, "]"));
     }
   }
   std::sort(positions->begin(), positions->end());
@@ -49,6 +66,10 @@ absl::Status CheckPositions(std::vector<int>* positions, int end, const std::str
 }
 
 }  // namespace
+
+std::string InterventionPath(const std::string& field, size_t index, Intervention::Kind kind) {
+  return absl::StrCat(field, ".items[", index, "].", KindField(kind));
+}
 
 bool InterventionSet::has_patches() const {
   return std::any_of(items.begin(), items.end(), [](const Intervention& item) {
@@ -60,28 +81,34 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
                                    int prompt_length, int max_length,
                                    const InterventionLimits& limits, const std::string& field) {
   if (static_cast<int>(set->items.size()) > limits.max_interventions) {
-    return FieldError(field, absl::StrCat(set->items.size(), " interventions"),
-                      absl::StrCat("exceeds the server limit limits.max_interventions = ",
-                                   limits.max_interventions));
+    return WithRefusedField(
+        FieldError(field, absl::StrCat(set->items.size(), " interventions"),
+                   absl::StrCat("exceeds the server limit limits.max_interventions = ",
+                                limits.max_interventions)),
+        field + ".items");
   }
   std::map<std::pair<int, int>, size_t> named;  // (layer, head) -> intervention index
   for (size_t i = 0; i < set->items.size(); ++i) {
     Intervention& item = set->items[i];
+    // Messages name the item as `field`[i]; the refused field is its .proto path.
     const std::string at = absl::StrCat(field, "[", i, "]");
+    const std::string path = InterventionPath(field, i, item.kind);
     absl::StatusOr<int> layer = ResolveLayer(item.layer, config.num_hidden_layers, at + ".layer");
-    if (!layer.ok()) return layer.status();
+    if (!layer.ok()) return WithRefusedField(layer.status(), path + ".layer");
     item.layer = *layer;
     absl::StatusOr<std::vector<int>> heads =
-        ResolveHeads(item.heads, config.num_attention_heads, at + ".heads");
+        ResolveHeads(item.heads, config.num_attention_heads, at + ".heads", path + ".heads");
     if (!heads.ok()) return heads.status();
     item.heads = *std::move(heads);
     for (int head : item.heads) {
       auto [it, inserted] = named.emplace(std::make_pair(item.layer, head), i);
       if (!inserted) {
-        return FieldError(at, absl::StrCat("layer ", item.layer, " head ", head),
-                          absl::StrCat("already edited by ", field, "[", it->second,
-                                       "]; each head may be named by one intervention (two edits "
-                                       "of one head would overlap or contradict)"));
+        return WithRefusedField(
+            FieldError(at, absl::StrCat("layer ", item.layer, " head ", head),
+                       absl::StrCat("already edited by ", field, "[", it->second,
+                                    "]; each head may be named by one intervention (two edits "
+                                    "of one head would overlap or contradict)")),
+            path + ".heads");
       }
     }
     switch (item.kind) {
@@ -90,16 +117,22 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
       case Intervention::Kind::kKnockout: {
         if (item.rows == KnockoutRows::kRange &&
             !(item.row_begin >= 0 && item.row_begin < item.row_end && item.row_end <= max_length)) {
-          return FieldError(at + ".rows",
-                            absl::StrCat("[", item.row_begin, ", ", item.row_end, ")"),
-                            absl::StrCat("must be a non-empty range inside [0, ", max_length,
-                                         ") (the sequence's positions)"));
+          // The end is at fault once the begin is a position.
+          const bool begin_ok = item.row_begin >= 0 && item.row_begin < max_length;
+          return WithRefusedField(
+              FieldError(at + ".rows", absl::StrCat("[", item.row_begin, ", ", item.row_end, ")"),
+                         absl::StrCat("must be a non-empty range inside [0, ", max_length,
+                                      ") (the sequence's positions)")),
+              path + (begin_ok ? ".row_end" : ".row_begin"));
         }
+        // Key terms were added to key_positions (ResolveKnockoutTerms), after the given ones.
         if (item.key_positions.empty()) {
-          return FieldError(at + ".keys", "[]", "name at least one key position or term");
+          return WithRefusedField(
+              FieldError(at + ".keys", "[]", "name at least one key position or term"),
+              path + ".key_positions");
         }
         if (auto status = CheckPositions(&item.key_positions, max_length, at + ".keys",
-                                         "the sequence's positions");
+                                         path + ".key_positions", "the sequence's positions");
             !status.ok()) {
           return status;
         }
@@ -113,15 +146,17 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
                               : item.rows == KnockoutRows::kGenerated ? prompt_length
                                                                       : item.row_begin;
         if (first_row < first_free) {
-          return FieldError(at + ".keys", absl::StrCat("0..", first_free - 1),
-                            absl::StrCat("knocks out every key query row ", first_row,
-                                         " can see; leave it at least one key"));
+          return WithRefusedField(
+              FieldError(at + ".keys", absl::StrCat("0..", first_free - 1),
+                         absl::StrCat("knocks out every key query row ", first_row,
+                                      " can see; leave it at least one key")),
+              path + ".key_positions");
         }
         break;
       }
       case Intervention::Kind::kPatch:
         if (auto status = CheckPositions(&item.positions, prompt_length, at + ".positions",
-                                         "prompt positions");
+                                         path + ".positions", "prompt positions");
             !status.ok()) {
           return status;
         }
@@ -129,24 +164,32 @@ absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& conf
     }
   }
   const bool patches = set->has_patches();
+  const std::string source = field + ".patch_source";
   if (patches && set->patch_source_ids.empty()) {
-    return FieldError("patch_source", "(absent)", "required by the patch interventions");
+    return WithRefusedField(
+        FieldError("patch_source", "(absent)", "required by the patch interventions"), source);
   }
   if (!patches && !set->patch_source_ids.empty()) {
-    return FieldError("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
-                      "given without any patch intervention");
+    return WithRefusedField(
+        FieldError("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
+                   "given without any patch intervention"),
+        source);
   }
   if (patches && static_cast<int>(set->patch_source_ids.size()) != prompt_length) {
-    return FieldError("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
-                      absl::StrCat("the target prompt has ", prompt_length,
-                                   " tokens; activation patching needs source and target of the "
-                                   "same length"));
+    return WithRefusedField(
+        FieldError("patch_source", absl::StrCat(set->patch_source_ids.size(), " tokens"),
+                   absl::StrCat("the target prompt has ", prompt_length,
+                                " tokens; activation patching needs source and target of the "
+                                "same length")),
+        source);
   }
   for (size_t j = 0; j < set->patch_source_ids.size(); ++j) {
     const int64_t id = set->patch_source_ids[j];
     if (id < 0 || id >= config.vocab_size) {
-      return FieldError(absl::StrCat("patch_source.ids[", j, "]"), absl::StrCat(id),
-                        absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")"));
+      return WithRefusedField(
+          FieldError(absl::StrCat("patch_source.ids[", j, "]"), absl::StrCat(id),
+                     absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")")),
+          absl::StrCat(source, ".ids.ids[", j, "]"));
     }
   }
   return absl::OkStatus();
@@ -160,6 +203,7 @@ absl::Status ResolveKnockoutTerms(InterventionSet* set, const std::string& text,
     Intervention& item = set->items[i];
     if (item.kind != Intervention::Kind::kKnockout || item.key_terms.empty()) continue;
     const std::string at = absl::StrCat(field, "[", i, "].key_terms");
+    const std::string path = InterventionPath(field, i, item.kind) + ".key_terms";
     std::vector<analysis::TermMatch> matches;
     if (!text.empty() && !spans.empty()) {
       std::vector<analysis::TokenSpan> token_spans;
@@ -170,8 +214,10 @@ absl::Status ResolveKnockoutTerms(InterventionSet* set, const std::string& text,
     } else if (!tokens.empty() && !tokens.front().empty()) {
       matches = analysis::FindTermsInTokens(tokens, item.key_terms);
     } else {
-      return FieldError(at, absl::StrCat("[\"", absl::StrJoin(item.key_terms, "\", \""), "\"]"),
-                        "terms need text input or a tokenizer (token-id input has no words)");
+      return WithRefusedField(
+          FieldError(at, absl::StrCat("[\"", absl::StrJoin(item.key_terms, "\", \""), "\"]"),
+                     "terms need text input or a tokenizer (token-id input has no words)"),
+          path);
     }
     for (size_t j = 0; j < item.key_terms.size(); ++j) {
       bool found = false;
@@ -182,9 +228,10 @@ absl::Status ResolveKnockoutTerms(InterventionSet* set, const std::string& text,
                                   match.positions.end());
       }
       if (!found) {
-        return FieldError(absl::StrCat(at, "[", j, "]"),
-                          absl::StrCat("\"", item.key_terms[j], "\""),
-                          "matches no word of the input");
+        return WithRefusedField(
+            FieldError(absl::StrCat(at, "[", j, "]"), absl::StrCat("\"", item.key_terms[j], "\""),
+                       "matches no word of the input"),
+            absl::StrCat(path, "[", j, "]"));
       }
     }
   }
@@ -220,8 +267,11 @@ absl::Status ValidateCandidates(const std::vector<Candidate>& candidates, int pr
     }
     for (size_t j = 0; j < candidate.ids.size(); ++j) {
       if (candidate.ids[j] < 0 || candidate.ids[j] >= config.vocab_size) {
-        return FieldError(absl::StrCat(at, ".ids[", j, "]"), absl::StrCat(candidate.ids[j]),
-                          absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")"));
+        // TokenIds wraps the list: the .proto path is candidates[i].ids.ids[j].
+        return WithRefusedField(
+            FieldError(absl::StrCat(at, ".ids[", j, "]"), absl::StrCat(candidate.ids[j]),
+                       absl::StrCat("must be in [0, vocab_size = ", config.vocab_size, ")")),
+            absl::StrCat(at, ".ids.ids[", j, "]"));
       }
     }
     const int64_t total = static_cast<int64_t>(prompt_length) + candidate.ids.size();
@@ -250,7 +300,7 @@ absl::Status ValidateSweep(SweepSpec* sweep, const ModelConfig& config,
   std::sort(layers.begin(), layers.end());
   layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
   absl::StatusOr<std::vector<int>> heads =
-      ResolveHeads(sweep->heads, config.num_attention_heads, field + ".heads");
+      ResolveHeads(sweep->heads, config.num_attention_heads, field + ".heads", field + ".heads");
   if (!heads.ok()) return heads.status();
   const int64_t variants = static_cast<int64_t>(layers.size()) * heads->size();
   if (variants > limits.max_sweep_heads) {

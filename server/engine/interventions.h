@@ -113,11 +113,16 @@ using SweepProgress = std::function<absl::Status(int done, int total)>;
 // Resolves layers and heads (negatives from the end, sorted, deduplicated) and checks every
 // field against the model and the sequence: `prompt_length` tokens, at most `max_length` in
 // all (prompt + generated or candidate tokens). Errors name the field as
-// `field`[i].<name>, the value and the limit. Term keys must be resolved first.
+// `field`[i].<name>, the value and the limit, and refuse (server/status/field_error.h) its
+// .proto path: `field`.items[i].<kind>.<name>[j], `field`.patch_source. Term keys must be
+// resolved first.
 absl::Status ValidateInterventions(InterventionSet* set, const ModelConfig& config,
                                    int prompt_length, int max_length,
                                    const InterventionLimits& limits,
                                    const std::string& field = "interventions");
+
+// The .proto path of the i-th intervention's kind message: "interventions.items[2].knockout".
+std::string InterventionPath(const std::string& field, size_t index, Intervention::Kind kind);
 
 // Adds the token positions of each knockout's key_terms to its key_positions, matching the
 // words of `text` (token byte spans `spans`) or, without text, the token strings `tokens`.

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/status/field_error.h"
 
 namespace attnscope {
 
@@ -32,9 +33,11 @@ absl::StatusOr<PreparedPrompt> PreparePrompt(const PromptInput& input, const Tok
         if (!encoded.ok()) return encoded.status();
         for (int64_t id : encoded->ids) {
           if (tokenizer->IsSpecial(id)) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("messages[", i, "].content contains the special token '",
-                             tokenizer->TokenString(id), "' while special-token parsing is off"));
+            return WithRefusedField(
+                absl::InvalidArgumentError(absl::StrCat(
+                    "messages[", i, "].content contains the special token '",
+                    tokenizer->TokenString(id), "' while special-token parsing is off")),
+                absl::StrCat("messages.messages[", i, "].content"));
           }
         }
       }

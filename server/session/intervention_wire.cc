@@ -14,8 +14,12 @@ constexpr std::pair<KnockoutRows, v1::KnockoutRows> kWireKnockoutRows[] = {
     {KnockoutRows::kGenerated, v1::KNOCKOUT_ROWS_GENERATED},
     {KnockoutRows::kRange, v1::KNOCKOUT_ROWS_RANGE}};
 
-absl::StatusOr<AblationMode> ModeFromWire(v1::AblationMode mode, const std::string& field) {
-  return session::FromWireEnum(kWireModes, mode, field, "mode");
+// Refusals name `field` in the message and refuse the .proto path `path`.
+absl::StatusOr<AblationMode> ModeFromWire(v1::AblationMode mode, const std::string& field,
+                                          const std::string& path) {
+  absl::StatusOr<AblationMode> local = session::FromWireEnum(kWireModes, mode, field, "mode");
+  if (!local.ok()) return WithRefusedField(local.status(), path);
+  return local;
 }
 
 }  // namespace
@@ -24,14 +28,17 @@ absl::StatusOr<std::vector<Intervention>> InterventionsFromWire(const v1::Interv
   std::vector<Intervention> items;
   for (int i = 0; i < wire.items_size(); ++i) {
     const v1::Intervention& w = wire.items(i);
+    // The message's short name; the refused field is the .proto path.
     const std::string at = absl::StrCat("interventions[", i, "]");
+    const std::string path = absl::StrCat("interventions.items[", i, "]");
     Intervention item;
     switch (w.kind_case()) {
       case v1::Intervention::kAblate: {
         item.kind = Intervention::Kind::kAblate;
         item.layer = w.ablate().layer();
         item.heads.assign(w.ablate().heads().begin(), w.ablate().heads().end());
-        absl::StatusOr<AblationMode> mode = ModeFromWire(w.ablate().mode(), at + ".mode");
+        absl::StatusOr<AblationMode> mode =
+            ModeFromWire(w.ablate().mode(), at + ".mode", path + ".ablate.mode");
         if (!mode.ok()) return mode.status();
         item.mode = *mode;
         break;
@@ -43,7 +50,7 @@ absl::StatusOr<std::vector<Intervention>> InterventionsFromWire(const v1::Interv
         item.heads.assign(k.heads().begin(), k.heads().end());
         absl::StatusOr<KnockoutRows> rows =
             session::FromWireEnum(kWireKnockoutRows, k.rows(), at + ".rows", "row selection");
-        if (!rows.ok()) return rows.status();
+        if (!rows.ok()) return WithRefusedField(rows.status(), path + ".knockout.rows");
         item.rows = *rows;
         if (item.rows == KnockoutRows::kRange) {
           item.row_begin = k.row_begin();
@@ -60,7 +67,7 @@ absl::StatusOr<std::vector<Intervention>> InterventionsFromWire(const v1::Interv
         item.positions.assign(w.patch().positions().begin(), w.patch().positions().end());
         break;
       default:
-        return FieldError(at, "{}", "set one of ablate, knockout or patch");
+        return WithRefusedField(FieldError(at, "{}", "set one of ablate, knockout or patch"), path);
     }
     items.push_back(std::move(item));
   }
@@ -105,7 +112,7 @@ absl::StatusOr<SweepSpec> SweepFromWire(const v1::Sweep& wire) {
   SweepSpec sweep;
   sweep.layers.assign(wire.layers().begin(), wire.layers().end());
   sweep.heads.assign(wire.heads().begin(), wire.heads().end());
-  absl::StatusOr<AblationMode> mode = ModeFromWire(wire.mode(), "sweep.mode");
+  absl::StatusOr<AblationMode> mode = ModeFromWire(wire.mode(), "sweep.mode", "sweep.mode");
   if (!mode.ok()) return mode.status();
   sweep.mode = *mode;
   return sweep;

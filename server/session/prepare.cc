@@ -140,14 +140,17 @@ absl::Status CheckRequestSizes(const Request& request, const RequestLimits& limi
   ATTNSCOPE_SESSION_RETURN_IF_ERROR(CheckInterventionCount(request, limits));
   // Every intervention's lists together count as one index list and one term list.
   uint64_t indices = 0, terms = 0;
-  for (const Intervention& item : request.interventions) {
+  for (size_t i = 0; i < request.interventions.size(); ++i) {
+    const Intervention& item = request.interventions[i];
     indices += item.heads.size() + item.key_positions.size() + item.positions.size();
     terms += item.key_terms.size();
-    for (const std::string& term : item.key_terms) {
+    for (size_t j = 0; j < item.key_terms.size(); ++j) {
+      const std::string& term = item.key_terms[j];
       if (term.size() > static_cast<size_t>(limits.max_term_bytes)) {
-        return WithRefusedField(TooMany("interventions key_terms entry", term.size(), "bytes",
-                                        "limits.max_term_bytes", limits.max_term_bytes),
-                                "interventions.items");
+        return WithRefusedField(
+            TooMany("interventions key_terms entry", term.size(), "bytes", "limits.max_term_bytes",
+                    limits.max_term_bytes),
+            absl::StrCat(InterventionPath("interventions", i, item.kind), ".key_terms[", j, "]"));
       }
     }
   }
@@ -347,7 +350,16 @@ absl::StatusOr<PreparedPrompt> ResolvePromptInput(const std::optional<PromptInpu
   }
   absl::StatusOr<PreparedPrompt> prompt =
       PreparePrompt(*input, model.tokenizer.get(), model.chat_config());
-  if (!prompt.ok()) return prompt.status();
+  if (!prompt.ok()) {
+    // A refusal of the input (a chat the template rejects, a special token in a message) names
+    // it; FAILED_PRECONDITION (the model has no tokenizer or template) is no field's fault.
+    if (prompt.status().code() != absl::StatusCode::kInvalidArgument ||
+        RefusedField(prompt.status())) {
+      return prompt.status();
+    }
+    return WithRefusedField(prompt.status(),
+                            input->kind == PromptInput::Kind::kChat ? "messages" : "text");
+  }
   if (prompt->ids.empty()) return FieldError("input", "(no tokens)", "the prompt has no tokens");
   return prompt;
 }
@@ -373,14 +385,16 @@ absl::Status CheckCaptureBytes(const CaptureSpec& capture, int total_tokens,
                                const RequestLimits& limits, uint64_t* estimate) {
   *estimate = capture.enabled() ? EstimateCaptureBytes(capture, total_tokens) : 0;
   if (*estimate > limits.max_capture_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("capture size = ", *estimate, " bytes (", capture.layers.size(), " layers x ",
-                     capture.heads.size(), " heads x ", total_tokens, " x ", total_tokens,
-                     " tokens x ", DTypeSize(capture.dtype),
-                     " bytes): exceeds the server limit "
-                     "limits.max_capture_bytes = ",
-                     limits.max_capture_bytes,
-                     "; capture fewer layers or heads, a 2-byte dtype or fewer tokens"));
+    // Layers, heads, tokens and dtype together make the size: the refused field is the spec.
+    return WithRefusedField(absl::ResourceExhaustedError(absl::StrCat(
+                                "capture size = ", *estimate, " bytes (", capture.layers.size(),
+                                " layers x ", capture.heads.size(), " heads x ", total_tokens,
+                                " x ", total_tokens, " tokens x ", DTypeSize(capture.dtype),
+                                " bytes): exceeds the server limit "
+                                "limits.max_capture_bytes = ",
+                                limits.max_capture_bytes,
+                                "; capture fewer layers or heads, a 2-byte dtype or fewer tokens")),
+                            "capture");
   }
   return absl::OkStatus();
 }
@@ -487,15 +501,19 @@ absl::StatusOr<PreparedAnalysis> PrepareAnalysis(const Request& request, const L
   // The reply's size is known from the request: refuse it now, not after generation built it.
   const uint64_t reply_bound = AnalysisReplyBytesBound(prepared);
   if (reply_bound > limits.max_reply_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the AnalyzeHeads reply could reach ", reply_bound, " bytes (", prompt_tokens, " prompt + ",
-        prepared.params.max_new_tokens, " new tokens, ", prepared.capture.layers.size(),
-        " layers x ", prepared.capture.heads.size(), " heads, ", prepared.options.queries.size(),
-        " analysis.queries", prepared.options.top_k_per_head ? ", top_k_per_head" : "",
-        prepared.options.term_submatrix ? ", include_term_submatrix" : "",
-        "): over the server limit limits.max_reply_bytes = ", limits.max_reply_bytes,
-        "; ask for fewer queries, layers or heads, a smaller top_k, or no top_k_per_head / "
-        "include_term_submatrix"));
+    // The analysis spec's lists and switches make the size: the refused field is the spec.
+    return WithRefusedField(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "the AnalyzeHeads reply could reach ", reply_bound, " bytes (", prompt_tokens,
+            " prompt + ", prepared.params.max_new_tokens, " new tokens, ",
+            prepared.capture.layers.size(), " layers x ", prepared.capture.heads.size(), " heads, ",
+            prepared.options.queries.size(), " analysis.queries",
+            prepared.options.top_k_per_head ? ", top_k_per_head" : "",
+            prepared.options.term_submatrix ? ", include_term_submatrix" : "",
+            "): over the server limit limits.max_reply_bytes = ", limits.max_reply_bytes,
+            "; ask for fewer queries, layers or heads, a smaller top_k, or no top_k_per_head / "
+            "include_term_submatrix")),
+        "analysis");
   }
 
   analysis::AnalysisInput& input = prepared.input;
@@ -536,10 +554,11 @@ absl::StatusOr<InterventionSet> PrepareInterventions(const Request& request,
     absl::StatusOr<PreparedPrompt> source = ResolvePromptInput(request.patch_source, model);
     if (!source.ok()) {
       const std::optional<std::string> inner = RefusedField(source.status());
-      return WithRefusedField(
-          absl::Status(source.status().code(),
-                       absl::StrCat("patch_source: ", source.status().message())),
-          inner ? absl::StrCat("patch_source.", *inner) : "patch_source");
+      const std::string path = "interventions.patch_source";
+      absl::Status refusal(source.status().code(),
+                           absl::StrCat("patch_source: ", source.status().message()));
+      if (!inner) return refusal;  // not the source's fault (the model has no tokenizer)
+      return WithRefusedField(refusal, *inner == "input" ? path : absl::StrCat(path, ".", *inner));
     }
     set.patch_source_ids = source->ids;
   }

@@ -126,8 +126,10 @@ absl::Status InterventionsFromProto(const v1::Interventions& in, Request* reques
   if (in.has_patch_source()) {
     request->patch_source = InputFromProto(in.patch_source());
     if (!request->patch_source) {
-      return FieldError("patch_source", "{}",
-                        "set one of text, messages or ids (or leave patch_source out)");
+      return WithRefusedField(
+          FieldError("patch_source", "{}",
+                     "set one of text, messages or ids (or leave patch_source out)"),
+          "interventions.patch_source");
     }
   }
   return absl::OkStatus();
