@@ -18,6 +18,8 @@ namespace {
 
 using testing::GoldenDir;
 using testing::TestServer;
+using testing::PathResolvesIn;
+using testing::RefusedFieldOf;
 
 constexpr double kTolerance = 1e-4;
 
@@ -196,6 +198,8 @@ struct BadScore {
   std::string name;
   std::function<void(v1::ScoreRequest*)> mutate;
   std::string message;
+  // The .proto path the status details' google.rpc.BadRequest names; empty: no details.
+  std::string field;
 };
 
 TEST_F(ScoreServerTest, EveryBadInputIsRefusedBeforeModelWorkAndTheServerKeepsServing) {
@@ -206,9 +210,10 @@ TEST_F(ScoreServerTest, EveryBadInputIsRefusedBeforeModelWorkAndTheServerKeepsSe
   };
   const std::vector<BadScore> cases = {
       {"head out of range", [&](v1::ScoreRequest* r) { ablate(r, 0, {4}); },
-       "interventions[0].heads: index 4 is out of range"},
+       "interventions[0].heads: index 4 is out of range", "interventions.items[0].ablate.heads[0]"},
       {"layer out of range", [&](v1::ScoreRequest* r) { ablate(r, 2, {0}); },
-       "interventions[0].layer = 2: out of range; the model has 2 layers"},
+       "interventions[0].layer = 2: out of range; the model has 2 layers",
+       "interventions.items[0].ablate.layer"},
       {"overlapping interventions",
        [&](v1::ScoreRequest* r) {
          ablate(r, 1, {0, 1});
@@ -217,57 +222,61 @@ TEST_F(ScoreServerTest, EveryBadInputIsRefusedBeforeModelWorkAndTheServerKeepsSe
          k->add_heads(1);
          k->add_key_positions(3);
        },
-       "interventions[1] = layer 1 head 1: already edited by interventions[0]"},
+       "interventions[1] = layer 1 head 1: already edited by interventions[0]",
+       "interventions.items[1].knockout.heads"},
       {"patch source of the wrong length",
        [&](v1::ScoreRequest* r) {
          r->mutable_interventions()->add_items()->mutable_patch()->set_layer(0);
          r->mutable_interventions()->mutable_patch_source()->mutable_ids()->add_ids(5);
        },
-       "patch_source = 1 tokens: the target prompt has 37 tokens"},
+       "patch_source = 1 tokens: the target prompt has 37 tokens", "interventions.patch_source"},
       {"sweep over the limit", [](v1::ScoreRequest* r) { r->mutable_sweep(); },
        "sweep = 2 layers x 4 heads = 8 ablated forwards: exceeds the server limit "
-       "limits.max_sweep_heads = 6"},
+       "limits.max_sweep_heads = 6",
+       "sweep"},
       {"empty candidates", [](v1::ScoreRequest* r) { r->clear_candidates(); },
-       "candidates = 0 candidates: give at least one candidate continuation"},
+       "candidates = 0 candidates: give at least one candidate continuation", "candidates"},
       {"a candidate with no tokens",
        [](v1::ScoreRequest* r) { r->add_candidates()->mutable_ids(); },
-       "candidates[2] = \"\": has no tokens"},
+       "candidates[2] = \"\": has no tokens", "candidates[2]"},
       {"a candidate without kind", [](v1::ScoreRequest* r) { r->add_candidates(); },
-       "candidates[2] = {}: set text or ids"},
+       "candidates[2] = {}: set text or ids", "candidates[2]"},
       {"too many candidates",
        [](v1::ScoreRequest* r) {
          for (int i = 0; i < 2; ++i) r->add_candidates()->mutable_ids()->add_ids(3);
        },
-       "candidates = 4 candidates: exceeds the server limit limits.max_candidates = 3"},
+       "candidates = 4 candidates: exceeds the server limit limits.max_candidates = 3",
+       "candidates"},
       {"candidate too long",
        [](v1::ScoreRequest* r) {
          for (int i = 0; i < 4; ++i) r->mutable_candidates(0)->mutable_ids()->add_ids(3);
        },
-       "candidates[0] = 5 tokens: exceeds the server limit limits.max_candidate_tokens = 4"},
+       "candidates[0] = 5 tokens: exceeds the server limit limits.max_candidate_tokens = 4",
+       "candidates[0]"},
       {"candidate id outside the vocabulary",
        [](v1::ScoreRequest* r) { r->mutable_candidates(1)->mutable_ids()->set_ids(0, 512); },
-       "candidates[1].ids[0] = 512: must be in [0, vocab_size = 512)"},
+       "candidates[1].ids[0] = 512: must be in [0, vocab_size = 512)", "candidates[1].ids.ids[0]"},
       {"text candidate without a tokenizer",
-       [](v1::ScoreRequest* r) { r->add_candidates()->set_text("increase"); }, "tokenizer"},
+       [](v1::ScoreRequest* r) { r->add_candidates()->set_text("increase"); }, "tokenizer", ""},
       {"interventions with a sweep",
        [&](v1::ScoreRequest* r) {
          r->mutable_sweep()->add_layers(0);
          ablate(r, 0, {0});
        },
-       "does not combine with interventions"},
+       "does not combine with interventions", "interventions"},
       {"every visible key knocked out",
        [](v1::ScoreRequest* r) {
          v1::AttentionKnockout* k = r->mutable_interventions()->add_items()->mutable_knockout();
          k->add_key_positions(0);
        },
-       "knocks out every key query row 0 can see"},
+       "knocks out every key query row 0 can see", "interventions.items[0].knockout.key_positions"},
       {"unknown ablation mode",
        [&](v1::ScoreRequest* r) {
          ablate(r, 0, {0});
          r->mutable_interventions()->mutable_items(0)->mutable_ablate()->set_mode(
              static_cast<v1::AblationMode>(7));
        },
-       "interventions[0].mode = 7"},
+       "interventions[0].mode = 7", "interventions.items[0].ablate.mode"},
   };
   const std::vector<Candidate> two = {{"", {399}}, {"", {17}}};
   for (const BadScore& bad : cases) {
@@ -280,6 +289,10 @@ TEST_F(ScoreServerTest, EveryBadInputIsRefusedBeforeModelWorkAndTheServerKeepsSe
         << bad.name << ": " << reply.status.error_message();
     EXPECT_NE(reply.status.error_message().find(bad.message), std::string::npos)
         << bad.name << ": got \"" << reply.status.error_message() << "\"";
+    EXPECT_EQ(RefusedFieldOf(reply.status), bad.field) << bad.name;
+    if (!bad.field.empty()) {
+      EXPECT_TRUE(PathResolvesIn(v1::ScoreRequest::descriptor(), bad.field)) << bad.field;
+    }
     // Refused in the RPC handler: nothing reached the engine's queue.
     EXPECT_TRUE(reply.results.empty() && reply.progress.empty()) << bad.name;
     Reply good = Call(Request(two));

@@ -15,7 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "attnscope/v1/attnscope.grpc.pb.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "server/service/server.h"
 #include "tests/common/npy.h"
@@ -170,6 +173,46 @@ inline int HealthStatus(const std::string& address) {
   // HealthCheckResponse { ServingStatus status = 1; } -> 0x08 <varint>.
   if (bytes.empty()) return 0;
   return bytes.size() >= 2 && bytes[0] == 0x08 ? bytes[1] : -1;
+}
+
+// True when every dotted part of `path` (indices "[i]" dropped) names a field or a oneof of
+// the message it is in, starting at `message`: the paths the server reports are the .proto's.
+inline bool PathResolvesIn(const google::protobuf::Descriptor* message, const std::string& path) {
+  for (absl::string_view part : absl::StrSplit(path, '.')) {
+    const std::string name(part.substr(0, part.find('[')));
+    if (message == nullptr) return false;
+    if (const google::protobuf::FieldDescriptor* field = message->FindFieldByName(name)) {
+      message = field->message_type();
+    } else if (message->FindOneofByName(name) != nullptr) {
+      message = nullptr;  // a oneof ends the path
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The field path of the google.rpc.BadRequest in `status`'s details (the
+// grpc-status-details-bin trailer); "" when there are no details. Checks that the details
+// are one google.rpc.Status with the same code and message holding one BadRequest with one
+// violation whose description is the human message.
+inline std::string RefusedFieldOf(const grpc::Status& status) {
+  if (status.error_details().empty()) return "";
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) {
+    ADD_FAILURE() << "details are not a google.rpc.Status";
+    return "(unparsable)";
+  }
+  EXPECT_EQ(details.code(), static_cast<int>(status.error_code()));
+  EXPECT_EQ(details.message(), status.error_message());
+  google::rpc::BadRequest bad_request;
+  if (details.details_size() != 1 || !details.details(0).UnpackTo(&bad_request) ||
+      bad_request.field_violations_size() != 1) {
+    ADD_FAILURE() << "details hold no single BadRequest violation: " << details.DebugString();
+    return "(malformed)";
+  }
+  EXPECT_EQ(bad_request.field_violations(0).description(), status.error_message());
+  return bad_request.field_violations(0).field();
 }
 
 inline std::string TempPath(const std::string& name) {
