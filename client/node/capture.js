@@ -9,85 +9,29 @@
 //   node capture.js --server ADDR --ids 1,2,3 --json      # machine-readable summary
 'use strict';
 
-const path = require('path');
 const zlib = require('zlib');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-
-const PROTO_ROOT = process.env.ATTNSCOPE_PROTO_DIR || path.join(__dirname, '..', '..', 'proto');
-
-let packageDefinition = null;
-function loadDefinition() {
-  if (packageDefinition === null) {
-    packageDefinition = protoLoader.loadSync('attnscope/v1/attnscope.proto', {
-      includeDirs: [PROTO_ROOT],
-      keepCase: true,
-      longs: Number,
-      enums: Number,
-      defaults: true,
-      oneofs: true,
-    });
-  }
-  return packageDefinition;
-}
-
-function loadService() {
-  return grpc.loadPackageDefinition(loadDefinition()).attnscope.v1.AttnScope;
-}
-
-function messageType(name) {
-  const definition = loadDefinition()[`attnscope.v1.${name}`];
-  if (!definition) throw new Error(`attnscope.v1.${name} is not in the .proto`);
-  return definition.type;
-}
-
-// The .proto's enum constants by name (enumValues('DType').DTYPE_FLOAT16 === 2): no number in
-// this file is typed by hand.
-function enumValues(name) {
-  const values = {};
-  for (const value of messageType(name).value) values[value.name] = value.number;
-  return values;
-}
-
-// proto-loader drops unknown fields without a word (a misspelled field is simply not sent),
-// so every request is checked against the .proto first: throws naming the first field of
-// `object` that message `typeName` does not have, at any depth.
-function checkFields(typeName, object, where = typeName) {
-  const fields = messageType(typeName).field;
-  for (const [key, value] of Object.entries(object)) {
-    const field = fields.find((f) => f.name === key);
-    if (!field) throw new Error(`${where}.${key}: attnscope.v1.${typeName} has no field ${key}`);
-    if (field.type !== 'TYPE_MESSAGE' || value === null || value === undefined) continue;
-    const items = field.label === 'LABEL_REPEATED' ? value : [value];
-    for (const item of items) checkFields(field.typeName, item, `${where}.${key}`);
-  }
-  return object;
-}
+const {loadService, enumValues, checkFields, numberList, walkFlags, refusal, errorLine} = require('./common.js');
 
 function parseArgs(argv) {
   const DType = enumValues('DType');
   const args = {server: '127.0.0.1:50051', maxNewTokens: 8, layers: [], heads: [], dtype: DType.DTYPE_FLOAT32, json: false};
-  const list = (text) => text.split(',').filter((s) => s.trim() !== '').map(Number);
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${flag} needs a value`);
-      return argv[++i];
-    };
+  walkFlags(argv, (flag, value) => {
     if (flag === '--server') args.server = value();
     else if (flag === '--text') args.text = value();
     else if (flag === '--message') args.message = value();
-    else if (flag === '--ids') args.ids = list(value());
+    else if (flag === '--ids') args.ids = numberList(value());
     else if (flag === '--max-new-tokens') args.maxNewTokens = Number(value());
-    else if (flag === '--layers') args.layers = list(value());
-    else if (flag === '--heads') args.heads = list(value());
+    else if (flag === '--layers') args.layers = numberList(value());
+    else if (flag === '--heads') args.heads = numberList(value());
     else if (flag === '--dtype') {
       args.dtype = {float32: DType.DTYPE_FLOAT32, float16: DType.DTYPE_FLOAT16, bfloat16: DType.DTYPE_BFLOAT16}[value()];
     }
     else if (flag === '--token') args.token = value();
     else if (flag === '--json') args.json = true;
-    else throw new Error(`unknown flag ${flag}`);
-  }
+    else return false;
+    return true;
+  });
   if (args.dtype === undefined) throw new Error('--dtype must be float32, float16 or bfloat16');
   if ([args.text, args.message, args.ids].filter((x) => x !== undefined).length !== 1) {
     throw new Error('give exactly one of --text, --message, --ids');
@@ -164,7 +108,8 @@ function capture(client, request, metadata) {
         chunks.push(chunk);
       }
     });
-    stream.on('error', (error) => reject(Object.assign(error, {code: grpc.status[error.code] || error.code})));
+    // The code by name and the request fields the server refused (error.fieldViolations).
+    stream.on('error', (error) => reject(refusal(error)));
     stream.on('end', () => {
       if (header === null) return fail('the stream ended before its Header');
       if (final === null) return fail(`the stream ended without Final after ${chunks.length} chunks`);
@@ -284,7 +229,7 @@ async function main() {
 
 if (require.main === module) {
   main().catch((error) => {
-    console.error(`capture.js: ${error.code || ''} ${error.details || error.message}`);
+    console.error(errorLine('capture.js', error));
     process.exit(1);
   });
 }

@@ -8,42 +8,27 @@
 //   node score.js --server ADDR --ids 1,2,3 --candidate-ids "5;7" --sweep [--mode mean] [--json]
 'use strict';
 
-const path = require('path');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-
-const PROTO_ROOT = process.env.ATTNSCOPE_PROTO_DIR || path.join(__dirname, '..', '..', 'proto');
-
-function loadService() {
-  const definition = protoLoader.loadSync('attnscope/v1/attnscope.proto', {
-    includeDirs: [PROTO_ROOT], keepCase: true, longs: Number, enums: Number, defaults: true, oneofs: true,
-  });
-  return grpc.loadPackageDefinition(definition).attnscope.v1.AttnScope;
-}
+const {loadService, numberList, walkFlags, refusal, errorLine} = require('./common.js');
 
 function parseArgs(argv) {
   const args = {server: '127.0.0.1:50051', ablate: [], sweep: false, mode: 0, json: false};
-  const list = (text) => text.split(',').filter((s) => s.trim() !== '').map(Number);
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${flag} needs a value`);
-      return argv[++i];
-    };
+  walkFlags(argv, (flag, value) => {
     if (flag === '--server') args.server = value();
     else if (flag === '--text') args.text = value();
-    else if (flag === '--ids') args.ids = list(value());
+    else if (flag === '--ids') args.ids = numberList(value());
     else if (flag === '--candidates') args.candidates = value().split(',').map((text) => ({text}));
-    else if (flag === '--candidate-ids') args.candidates = value().split(';').map((g) => ({ids: {ids: list(g)}}));
+    else if (flag === '--candidate-ids') args.candidates = value().split(';').map((g) => ({ids: {ids: numberList(g)}}));
     else if (flag === '--ablate') {
       const [layer, heads, mode] = value().split(':');
-      args.ablate.push({ablate: {layer: Number(layer), heads: list(heads || ''), mode: mode === 'mean' ? 1 : 0}});
+      args.ablate.push({ablate: {layer: Number(layer), heads: numberList(heads || ''), mode: mode === 'mean' ? 1 : 0}});
     } else if (flag === '--sweep') args.sweep = true;
     else if (flag === '--mode') args.mode = value() === 'mean' ? 1 : 0;
     else if (flag === '--token') args.token = value();
     else if (flag === '--json') args.json = true;
-    else throw new Error(`unknown flag ${flag}`);
-  }
+    else return false;
+    return true;
+  });
   if ((args.text === undefined) === (args.ids === undefined)) throw new Error('give exactly one of --text, --ids');
   if (!args.candidates) throw new Error('give --candidates or --candidate-ids');
   return args;
@@ -65,7 +50,7 @@ function score(args) {
       if (message.progress && !args.json) process.stderr.write(`sweep ${message.progress.done}/${message.progress.total}\r`);
       if (message.result) result = message.result;
     });
-    call.on('error', (error) => { client.close(); reject(error); });
+    call.on('error', (error) => { client.close(); reject(refusal(error)); });
     call.on('end', () => {
       client.close();
       if (result === null) reject(new Error('ScoreAnswers ended without a result'));
@@ -102,6 +87,6 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(`score.js: ${error.message}`);
+  console.error(errorLine('score.js', error));
   process.exit(1);
 });

@@ -6,15 +6,9 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('fs');
-const net = require('net');
 const path = require('path');
-const {spawn, execFile} = require('child_process');
-
-const REPO = path.join(__dirname, '..', '..', '..');
-const BUILD = process.env.ATTNSCOPE_BUILD_DIR || path.join(REPO, 'build');
-const SERVER = path.join(BUILD, 'server', 'service', 'attnscope-server');
-// The reference dumps in the repository (tests/data/README.md says how they were made).
-const GOLDEN = path.join(REPO, 'tests', 'data', 'golden', 'qwen2-tiny');
+const grpc = require('@grpc/grpc-js');
+const {GOLDEN, runScript, startServer: startLoopbackServer, missing} = require('../testing/loopback.js');
 
 // Reads a little-endian .npy file (format 1.0/2.0) of int64 or float32.
 function readNpy(file) {
@@ -30,45 +24,11 @@ function readNpy(file) {
   throw new Error(`${file}: unsupported dtype in ${header}`);
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const {port} = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
+const run = (args) => runScript('capture.js', args, 60000);
 
-function run(args) {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(__dirname, '..', 'capture.js'), ...args], {timeout: 60000},
-        (error, stdout, stderr) => resolve({code: error ? error.code || 1 : 0, stdout, stderr}));
-  });
-}
-
-async function startServer(t) {
-  const port = await freePort();
-  const address = `127.0.0.1:${port}`;
-  const args = ['--model', path.join(GOLDEN, 'model'), '--listen', address];
-  const config = path.join(REPO, 'config', 'server.yaml');
-  if (fs.existsSync(config)) args.unshift('--config', config);
-  const child = spawn(SERVER, args, {stdio: ['ignore', 'ignore', 'pipe']});
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  t.after(() => child.kill('SIGTERM'));
-  // Ready when a capture of one id succeeds (the model is loaded and serving).
-  for (let attempt = 0; attempt < 120; attempt++) {
-    if (child.exitCode !== null) throw new Error(`server exited ${child.exitCode}: ${log}`);
-    const probe = await run(['--server', address, '--ids', '1', '--max-new-tokens', '0', '--json']);
-    if (probe.code === 0) return address;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`server at ${address} never became ready: ${log}`);
-}
-
-const missing = !fs.existsSync(SERVER) ? `no server binary at ${SERVER} (set ATTNSCOPE_BUILD_DIR)` : null;
+// Ready when a capture of one id succeeds.
+const startServer = (t) => startLoopbackServer(t, async (address) =>
+  (await run(['--server', address, '--ids', '1', '--max-new-tokens', '0', '--json'])).code === 0, 120);
 
 test('capture.js prints the shapes of the golden capture', {skip: missing || false}, async (t) => {
   const address = await startServer(t);
@@ -119,4 +79,36 @@ test('every field the client sends exists in the .proto; a misspelled one is ref
   assert.throws(() => checkFields('GenerateRequest', {messages: {messages: [{role: 'user', contnet: 'x'}]}}),
       /messages\.messages\.contnet/);
   assert.throws(() => checkFields('GenerateRequest', {capture: {dtpye: 2}}), /capture\.dtpye/);
+});
+
+test('a refusal carries the google.rpc.BadRequest field violations, with the human message', {skip: missing || false}, async (t) => {
+  const address = await startServer(t);
+  const {loadService, capture} = require('../capture.js');
+  const AttnScope = loadService();
+  const client = new AttnScope(address, grpc.credentials.createInsecure());
+  t.after(() => client.close());
+  const refused = async (request) => {
+    try {
+      await capture(client, request, new grpc.Metadata());
+    } catch (error) {
+      return error;
+    }
+    throw new Error(`${JSON.stringify(request)} was accepted`);
+  };
+  // Over the server's limits.max_new_tokens (config/server.yaml: 1024).
+  let error = await refused({ids: {ids: [1, 2]}, generation: {max_new_tokens: 5000}});
+  assert.strictEqual(error.code, 'INVALID_ARGUMENT');
+  assert.match(error.details, /^generation\.max_new_tokens = 5000: exceeds the server limit limits\.max_new_tokens = 1024/);
+  assert.deepStrictEqual(error.fieldViolations, [{field: 'generation.max_new_tokens', description: error.details}]);
+  // An intervention's head out of range: the message keeps its short name, the violation
+  // names the .proto path (GenerateRequest.interventions.items[0].ablate.heads[1]).
+  error = await refused({ids: {ids: [1, 2]}, generation: {max_new_tokens: 1},
+    interventions: {items: [{ablate: {layer: 0, heads: [1, 9]}}]}});
+  assert.strictEqual(error.code, 'INVALID_ARGUMENT');
+  assert.match(error.details, /^interventions\[0\]\.heads: index 9 is out of range; the model has 4/);
+  assert.deepStrictEqual(error.fieldViolations, [{field: 'interventions.items[0].ablate.heads[1]', description: error.details}]);
+  // The command line prints the refused field after the message.
+  const cli = await run(['--server', address, '--ids', '1,2', '--layers', '5']);
+  assert.strictEqual(cli.code, 1);
+  assert.match(cli.stderr, /^capture\.js: INVALID_ARGUMENT capture\.layers: index 5 is out of range.* \[field: capture\.layers\]$/m);
 });

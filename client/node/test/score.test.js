@@ -7,54 +7,16 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('fs');
-const net = require('net');
 const path = require('path');
-const {spawn, execFile} = require('child_process');
+const {REPO, runScript, startServer: startLoopbackServer, missing} = require('../testing/loopback.js');
 
-const REPO = path.join(__dirname, '..', '..', '..');
-const BUILD = process.env.ATTNSCOPE_BUILD_DIR || path.join(REPO, 'build');
-const SERVER = path.join(BUILD, 'server', 'service', 'attnscope-server');
-const GOLDEN = path.join(REPO, 'tests', 'data', 'golden', 'qwen2-tiny');
 const REFERENCE = path.join(REPO, 'tests', 'engine', 'testdata', 'interventions_qwen2-tiny.json');
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const {port} = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
+const run = (args) => runScript('score.js', args, 120000);
 
-function run(args) {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(__dirname, '..', 'score.js'), ...args], {timeout: 120000},
-        (error, stdout, stderr) => resolve({code: error ? error.code || 1 : 0, stdout, stderr}));
-  });
-}
-
-async function startServer(t) {
-  const address = `127.0.0.1:${await freePort()}`;
-  const args = ['--model', path.join(GOLDEN, 'model'), '--listen', address];
-  const config = path.join(REPO, 'config', 'server.yaml');
-  if (fs.existsSync(config)) args.unshift('--config', config);
-  const child = spawn(SERVER, args, {stdio: ['ignore', 'ignore', 'pipe']});
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  t.after(() => child.kill('SIGTERM'));
-  for (let attempt = 0; attempt < 240; attempt++) {
-    if (child.exitCode !== null) throw new Error(`server exited ${child.exitCode}: ${log}`);
-    const probe = await run(['--server', address, '--ids', '1', '--candidate-ids', '2', '--json']);
-    if (probe.code === 0) return address;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`server at ${address} never became ready: ${log}`);
-}
-
-const missing = !fs.existsSync(SERVER) ? `no server binary at ${SERVER} (set ATTNSCOPE_BUILD_DIR)`
-  : !fs.existsSync(path.join(GOLDEN, 'model', 'config.json')) ? `no golden model at ${GOLDEN}` : null;
+// Ready when a score of one candidate succeeds.
+const startServer = (t) => startLoopbackServer(t, async (address) =>
+  (await run(['--server', address, '--ids', '1', '--candidate-ids', '2', '--json'])).code === 0, 240);
 
 test('score.js gives the reference numbers under mean ablation and in a sweep', {skip: missing || false}, async (t) => {
   const reference = JSON.parse(fs.readFileSync(REFERENCE, 'utf8'));
@@ -83,4 +45,6 @@ test('score.js gives the reference numbers under mean ablation and in a sweep', 
   const bad = await run(['--server', address, '--ids', ids, '--candidate-ids', '1', '--ablate', '0:9']);
   assert.strictEqual(bad.code, 1);
   assert.match(bad.stderr, /interventions\[0\]\.heads: index 9 is out of range/);
+  // The refused field, decoded from the status details, ends the error line.
+  assert.match(bad.stderr, / \[field: interventions\.items\[0\]\.ablate\.heads\[0\]\]$/m);
 });
