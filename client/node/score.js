@@ -9,10 +9,16 @@
 'use strict';
 
 const grpc = require('@grpc/grpc-js');
-const {loadService, numberList, walkFlags, refusal, errorLine} = require('./common.js');
+const {loadService, enumValues, numberList, walkFlags, refusal, errorLine} = require('./common.js');
 
 function parseArgs(argv) {
-  const args = {server: '127.0.0.1:50051', ablate: [], sweep: false, mode: 0, json: false};
+  const AblationMode = enumValues('AblationMode');
+  const ablationMode = (name) => {
+    const mode = {zero: AblationMode.ABLATION_ZERO, mean: AblationMode.ABLATION_MEAN}[name || 'zero'];
+    if (mode === undefined) throw new Error(`ablation mode ${JSON.stringify(name)} is not zero or mean`);
+    return mode;
+  };
+  const args = {server: '127.0.0.1:50051', ablate: [], sweep: false, mode: AblationMode.ABLATION_ZERO, json: false};
   walkFlags(argv, (flag, value) => {
     if (flag === '--server') args.server = value();
     else if (flag === '--text') args.text = value();
@@ -21,9 +27,9 @@ function parseArgs(argv) {
     else if (flag === '--candidate-ids') args.candidates = value().split(';').map((g) => ({ids: {ids: numberList(g)}}));
     else if (flag === '--ablate') {
       const [layer, heads, mode] = value().split(':');
-      args.ablate.push({ablate: {layer: Number(layer), heads: numberList(heads || ''), mode: mode === 'mean' ? 1 : 0}});
+      args.ablate.push({ablate: {layer: Number(layer), heads: numberList(heads || ''), mode: ablationMode(mode)}});
     } else if (flag === '--sweep') args.sweep = true;
-    else if (flag === '--mode') args.mode = value() === 'mean' ? 1 : 0;
+    else if (flag === '--mode') args.mode = ablationMode(value());
     else if (flag === '--token') args.token = value();
     else if (flag === '--json') args.json = true;
     else return false;
