@@ -17,9 +17,9 @@ namespace attnscope {
 namespace {
 
 using testing::GoldenDir;
-using testing::TestServer;
 using testing::PathResolvesIn;
 using testing::RefusedFieldOf;
+using testing::TestServer;
 
 constexpr double kTolerance = 1e-4;
 
