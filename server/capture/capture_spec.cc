@@ -10,15 +10,17 @@
 namespace attnscope {
 
 absl::StatusOr<std::vector<int>> ResolveIndices(const std::vector<int>& indices, int count,
-                                                const std::string& what) {
+                                                const std::string& what, size_t* bad_position) {
   std::vector<int> resolved;
   if (indices.empty()) {
     for (int i = 0; i < count; ++i) resolved.push_back(i);
     return resolved;
   }
-  for (int index : indices) {
+  for (size_t position = 0; position < indices.size(); ++position) {
+    const int index = indices[position];
     const int64_t value = index < 0 ? static_cast<int64_t>(count) + index : index;
     if (value < 0 || value >= count) {
+      if (bad_position != nullptr) *bad_position = position;
       return absl::OutOfRangeError(absl::StrCat(what, ": index ", index,
                                                 " is out of range; the model has ", count, " ",
                                                 what, " (valid: ", -count, "..", count - 1, ")"));

@@ -28,8 +28,10 @@ struct CaptureSpec {
 absl::StatusOr<std::vector<int>> ParseIndexList(const std::string& text, int count,
                                                 const std::string& what);
 // Resolves explicit indices (negatives from the end), sorted and deduplicated; empty means all.
+// On an out-of-range index, *bad_position (when given) is its position in `indices`.
 absl::StatusOr<std::vector<int>> ResolveIndices(const std::vector<int>& indices, int count,
-                                                const std::string& what);
+                                                const std::string& what,
+                                                size_t* bad_position = nullptr);
 
 // Worst-case bytes of a capture: layers x heads x T x T x dtype size.
 uint64_t EstimateCaptureBytes(const CaptureSpec& spec, int64_t total_tokens);

@@ -28,10 +28,9 @@ absl::StatusOr<int> ResolveLayer(int layer, int count, const std::string& field)
 // message names `field`; the refused field is the bad entry of `path` ("...heads[1]").
 absl::StatusOr<std::vector<int>> ResolveHeads(const std::vector<int>& heads, int count,
                                               const std::string& field, const std::string& path) {
-  absl::StatusOr<std::vector<int>> resolved = ResolveIndices(heads, count, field);
+  size_t bad = 0;
+  absl::StatusOr<std::vector<int>> resolved = ResolveIndices(heads, count, field, &bad);
   if (!resolved.ok()) {
-    size_t bad = 0;
-    while (bad + 1 < heads.size() && heads[bad] >= -count && heads[bad] < count) ++bad;
     return WithRefusedField(absl::InvalidArgumentError(resolved.status().message()),
                             absl::StrCat(path, "[", bad, "]"));
   }
